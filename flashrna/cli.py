@@ -1,0 +1,98 @@
+"""The one command line: ``flashrna <step> [options]``.
+
+Step names match the workflow's rule names. Each step lives in the module that owns its concern,
+which exposes ``register_<step>(parser)``: it adds the step's options to ``parser`` and sets
+``parser.set_defaults(run=function)``. Modules are imported only for the step that runs, so
+``flashrna --help`` is instant and a step pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from flashrna import __version__
+
+# step -> (module, one-line help). Ordered as a user meets them.
+STEPS: dict[str, tuple[str, str]] = {
+    "demo-data": ("flashrna.demo", "generate the embedded demo data set (genome, bucket, GTF, eQTLs)"),
+    "download": ("flashrna.download", "fetch data from a manifest (gsutil/gcloud/https), resumable"),
+    "convert": ("flashrna.data", "convert one Borzoi TFRecord file into a training shard"),
+    "make-dataset": ("flashrna.data", "build shards from a FASTA, a BED of windows and bigWigs"),
+    "model-info": ("flashrna.model", "parameter count per block and FLOPs per example"),
+    "train": ("flashrna.train", "train a model from scratch (resumable, multi-GPU via torchrun)"),
+    "predict": ("flashrna.predict", "predict tracks for windows with a model or an ensemble"),
+    "ensemble-predict": ("flashrna.predict", "write an ensemble's predictions as target shards"),
+    "distill": ("flashrna.train", "train one student on an ensemble's predictions"),
+    "finetune": ("flashrna.finetune", "fine-tune on ChIP-seq tracks, RNA half-life or TE"),
+    "evaluate-tracks": ("flashrna.evaluate", "track Pearson on held-out windows (Tables 1, 3)"),
+    "score-variants": ("flashrna.variants", "SED/logSED variant effects per gene and track"),
+    "eqtl-benchmark": ("flashrna.evaluate", "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)"),
+    "report": ("flashrna.report", "the paper's tables and figures from this run's results"),
+    "bench": ("flashrna.bench", "speed and memory benchmarks (model, data, compare)"),
+}
+
+
+def _top_level_help() -> str:
+    width = max(map(len, STEPS))
+    lines = [
+        f"flashrna {__version__}: train, evaluate and use FlashRNA sequence-to-function models.",
+        "",
+        "usage: flashrna <step> [options]      (flashrna <step> --help for a step's options)",
+        "",
+        "steps:",
+        *(f"  {name:<{width}}  {text}" for name, (_, text) in STEPS.items()),
+        "",
+        "options:",
+        "  -h, --help     show this message",
+        "  --version      print the version",
+    ]
+    return "\n".join(lines)
+
+
+def build_step_parser(step: str) -> argparse.ArgumentParser:
+    """The parser of one step, with its module's options registered."""
+    module_name, text = STEPS[step]
+    parser = argparse.ArgumentParser(
+        prog=f"flashrna {step}",
+        description=text[0].upper() + text[1:] + ".",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    module = importlib.import_module(module_name)
+    getattr(module, "register_" + step.replace("-", "_"))(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_level_help())
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    step = argv[0]
+    if step not in STEPS:
+        print(f"flashrna: unknown step '{step}'\n\n{_top_level_help()}", file=sys.stderr)
+        return 2
+
+    from flashrna.utils import FlashRNAError, setup_logging
+
+    parser = build_step_parser(step)
+    args = parser.parse_args(argv[1:])
+    setup_logging(args.verbose)
+    try:
+        status = args.run(args)
+    except FlashRNAError as err:
+        print(f"flashrna {step}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"flashrna {step}: interrupted", file=sys.stderr)
+        return 130
+    return int(status or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
