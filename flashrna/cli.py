@@ -16,8 +16,14 @@ from flashrna import __version__
 
 # step -> (module, one-line help). Ordered as a user meets them.
 STEPS: dict[str, tuple[str, str]] = {
-    "demo-data": ("flashrna.demo", "generate the embedded demo data set (genome, bucket, GTF, eQTLs)"),
-    "download": ("flashrna.download", "fetch data from a manifest (gsutil/gcloud/https), resumable"),
+    "demo-data": (
+        "flashrna.demo",
+        "generate the embedded demo data set (genome, bucket, GTF, eQTLs)",
+    ),
+    "download": (
+        "flashrna.download",
+        "fetch data from a manifest (gsutil/gcloud/https), resumable",
+    ),
     "convert": ("flashrna.data", "convert one Borzoi TFRecord file into a training shard"),
     "make-dataset": ("flashrna.data", "build shards from a FASTA, a BED of windows and bigWigs"),
     "model-info": ("flashrna.model", "parameter count per block and FLOPs per example"),

@@ -24,7 +24,8 @@ log = logging.getLogger("flashrna")
 
 
 class FlashRNAError(Exception):
-    """An error caused by the user's input (file, record, config key); printed without a traceback."""
+    """An error in the user's input (file, record, config key); the CLI prints it without a
+    traceback."""
 
 
 @contextlib.contextmanager
