@@ -88,41 +88,34 @@ def _compression_of(path: Path, head: bytes) -> str:
 
 
 class _Stream:
-    """Decompressed bytes of a file, read in exact-size pieces."""
+    """Decompressed bytes of a file, read in exact-size pieces (each byte is copied once)."""
 
     def __init__(self, handle: BinaryIO, compression: str) -> None:
         self._handle = handle
         wbits = {"zlib": zlib.MAX_WBITS, "gzip": 16 + zlib.MAX_WBITS}.get(compression)
         self._inflate = None if wbits is None else zlib.decompressobj(wbits)
-        self._buffer = bytearray()
         self._tail = b""  # compressed input not yet inflated
-
-    def _more(self) -> bool:
-        """Append the next piece of decompressed data to the buffer; False at the end."""
-        if self._inflate is None:
-            chunk = self._handle.read(_CHUNK)
-            self._buffer += chunk
-            return bool(chunk)
-        while True:
-            data = self._tail or self._handle.read(_CHUNK)
-            if not data:
-                return False
-            out = self._inflate.decompress(data, _MAX_OUT)
-            self._tail = self._inflate.unconsumed_tail
-            if self._inflate.eof and self._inflate.unused_data:
-                raise zlib.error("data after the end of the compressed stream")
-            if out:
-                self._buffer += out
-                return True
 
     def read(self, size: int) -> bytes:
         """Exactly ``size`` bytes, or fewer only at the end of the data."""
-        while len(self._buffer) < size and self._more():
-            pass
-        with memoryview(self._buffer)[:size] as view:
-            out = bytes(view)
-        del self._buffer[:size]
-        return out
+        parts, need = [], size
+        while need > 0:
+            if self._inflate is None:
+                chunk = self._handle.read(need)
+                if not chunk:
+                    break
+            else:
+                data = self._tail or self._handle.read(_CHUNK)
+                if not data:
+                    break
+                # Inflating at most what is needed leaves nothing over to buffer.
+                chunk = self._inflate.decompress(data, min(need, _MAX_OUT))
+                self._tail = self._inflate.unconsumed_tail
+                if self._inflate.eof and self._inflate.unused_data:
+                    raise zlib.error("data after the end of the compressed stream")
+            parts.append(chunk)
+            need -= len(chunk)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def finished(self) -> bool:
         """True if the compressed stream was complete (always True when uncompressed)."""

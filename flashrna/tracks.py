@@ -37,6 +37,7 @@ Non-finite input coverage is the caller's business (``make-dataset`` maps NaN to
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -60,6 +61,7 @@ COLUMNS = (
 )
 SUM_STATS = ("sum", "sum_sqrt", "mean", "mean_sqrt")
 DEFAULT_ASSAYS = ("RNA", "DNASE", "ATAC")
+log = logging.getLogger(__name__)
 POOL_WIDTH = 32
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -235,23 +237,26 @@ class TrackTable:
         frame["strand_pair"] = pair
         return TrackTable(frame, source=self.source)
 
-    def select(
+    def find(
         self,
         assays: Iterable[str] | None = DEFAULT_ASSAYS,
         identifiers: Iterable[str] | None = None,
-    ) -> TrackTable:
-        """Rows whose assay is in ``assays`` (``None``: any) and, when given, whose identifier is
-        in ``identifiers``; table order is kept and ``source_index`` carried along."""
+    ) -> np.ndarray:
+        """Row positions (in table order) whose assay is in ``assays`` (``None``: any; assays
+        absent from the table are skipped with a warning) and, when given, whose identifier is
+        in ``identifiers``."""
         keep = np.ones(len(self), dtype=bool)
         if assays is not None:
             assays = list(assays)
-            known = set(self.assay)
-            unknown = [a for a in assays if a not in known]
-            if unknown:
+            present = set(self.assay)
+            missing = [a for a in assays if a not in present]
+            if len(missing) == len(assays):
                 raise FlashRNAError(
-                    f"{self.source}: no tracks of assay {', '.join(unknown)} "
-                    f"(assays here: {', '.join(sorted(known))})"
+                    f"{self.source}: no tracks of assay {', '.join(missing)} "
+                    f"(assays here: {', '.join(sorted(present))})"
                 )
+            if missing:
+                log.warning("%s has no %s tracks", self.source, ", ".join(missing))
             keep &= np.isin(self.assay, assays)
         if identifiers is not None:
             identifiers = list(identifiers)
@@ -264,7 +269,15 @@ class TrackTable:
             keep &= np.isin(self.identifier, identifiers)
         if not keep.any():
             raise FlashRNAError(f"{self.source}: the selection holds no tracks")
-        return self.take(np.flatnonzero(keep))
+        return np.flatnonzero(keep)
+
+    def select(
+        self,
+        assays: Iterable[str] | None = DEFAULT_ASSAYS,
+        identifiers: Iterable[str] | None = None,
+    ) -> TrackTable:
+        """The sub-table of :meth:`find`'s rows, ``source_index`` carried along."""
+        return self.take(self.find(assays, identifiers))
 
     # -- transforms ---------------------------------------------------------------------------
 
