@@ -46,7 +46,9 @@ import itertools
 import json
 import logging
 import os
+import platform
 import re
+import resource
 import tempfile
 import time
 import warnings
@@ -517,12 +519,7 @@ def convert_tfrecord(
         raise FlashRNAError(f"{sequences_bed}: no rows labelled '{label}' (labels: {known})")
     windows = labelled.iloc[file_index * records_per_file : (file_index + 1) * records_per_file]
     table = TrackTable.read(targets_txt)
-    positions = (
-        np.arange(len(table))
-        if assays is None and identifiers is None
-        else table.find(assays, identifiers)
-    )
-    selected = table.take(positions)
+    selected = table.take(table.find(assays, identifiers))
     stats = read_json(statistics) if statistics is not None else {}
     pool_width = int(stats.get("pool_width", POOL_WIDTH))
     target_bp = labelled["end"] - labelled["start"]
@@ -757,7 +754,9 @@ class TrackDataset(Dataset):
     ``dataset[i]`` uses the epoch set by :meth:`set_epoch`; ``dataset[(epoch, i)]`` (what
     :class:`EpochSampler` yields) names it, so worker copies need no updates. ``seq_length`` (the
     model input, default: as stored) may differ from the stored length; missing flank bases come
-    from ``genome`` when given, else N.
+    from ``genome`` when given, else N. ``assays``/``identifiers`` pick a subset of the stored
+    tracks (default: all); ``tracks`` is its table (strand pairs re-indexed). Attributes:
+    ``tracks``, ``species``, ``seq_length``, ``target_length``, ``pool_width``, ``crop0``.
     """
 
     def __init__(
@@ -773,11 +772,11 @@ class TrackDataset(Dataset):
         reverse_complement: bool = False,
         seed: int = 0,
     ) -> None:
+        if isinstance(shards, ShardSet) and split is not None:
+            raise FlashRNAError("give split= to the ShardSet, or paths instead of a ShardSet")
         self.shards = shards if isinstance(shards, ShardSet) else ShardSet(shards, split=split)
-        table = self.shards.tracks
-        selected = assays is not None or identifiers is not None
-        self._rows = table.find(assays, identifiers) if selected else np.arange(len(table))
-        self.tracks = table.take(self._rows)
+        self._rows = self.shards.tracks.find(assays, identifiers)  # None, None: every track
+        self.tracks = self.shards.tracks.take(self._rows)
         self._rows_rc = self._rows[self.tracks.strand_pair]
         self.genome = Genome(genome) if isinstance(genome, str | os.PathLike) else genome
         self.species = self.shards.species
@@ -965,9 +964,11 @@ def make_loader(
     drop_last: bool = False,
     prefetch_factor: int = 2,
 ) -> DataLoader:
-    """A DataLoader over ``dataset`` with an :class:`EpochSampler` (``loader.sampler``; call
-    ``loader.sampler.set_epoch(e)`` before each epoch). Batches do not depend on
-    ``num_workers``."""
+    """A DataLoader of batch-contract dicts over ``dataset``, driven by an
+    :class:`EpochSampler` (``loader.sampler``; call ``loader.sampler.set_epoch(e)`` before each
+    epoch, ``set_epoch(e, start)`` to resume). ``start`` counts this rank's examples already
+    used in ``epoch`` (batches done × batch_size). The sampler yields whole batches, so
+    ``loader.batch_size`` is None. Batches do not depend on ``num_workers``."""
     sampler = EpochSampler(
         len(dataset),
         shuffle=shuffle,
@@ -1098,7 +1099,8 @@ def register_bench(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Write a synthetic full-size Borzoi TFRecord (random genome and targets) in a temporary "
         "folder, time its conversion (MB/s) and the loader with shift and reverse-complement "
-        "augmentation (examples/s)."
+        "augmentation (examples/s), per wall-clock second and per CPU second (robust to other "
+        "load on the machine)."
     )
     parser.add_argument("--records", type=int, default=4, help="records in the TFRecord")
     parser.add_argument("--items", type=int, default=32, help="examples to load (timed)")
@@ -1173,8 +1175,6 @@ def bench_data(
 ) -> dict[str, Any]:
     """Conversion and loader throughput on synthetic data of the given size (see
     :func:`register_bench`); returns the measurements."""
-    import platform
-
     rng = np.random.default_rng(0)
     table = synthetic_track_table(num_tracks)
     target_bp = target_length * POOL_WIDTH
@@ -1207,7 +1207,7 @@ def bench_data(
         record_bytes = records * (seq_length + 2 * target_length * num_tracks)
         file_bytes = tfr.stat().st_size
 
-        began = time.perf_counter()
+        began = _clock()
         shard = convert_tfrecord(
             tfr,
             root / "sequences.bed",
@@ -1215,30 +1215,33 @@ def bench_data(
             root / "shards" / "fold0-0",
             records_per_file=records,
         )
-        convert_s = time.perf_counter() - began
+        convert_wall, convert_cpu, _ = _clock(began)
 
         dataset = TrackDataset(
             shard, genome=genome, max_shift=max_shift, reverse_complement=True, seed=0
         )
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        began = time.perf_counter()
+        began = _clock()
         for k in range(items):
             dataset[(k // len(dataset), k % len(dataset))]
-        single_s = time.perf_counter() - began
+        single_wall, single_cpu, _ = _clock(began)
         torch.set_num_threads(threads)
 
         loader = make_loader(dataset, batch_size, num_workers=workers, seed=0)
+        children = _clock()[2]
         loaded, epoch, began = 0, 0, None
         while loaded < items + batch_size:
             loader.sampler.set_epoch(epoch)
             for batch in loader:
                 if began is None:  # the first batch pays for worker start-up
-                    began = time.perf_counter()
+                    began = _clock()
                 else:
                     loaded += len(batch["index"])
             epoch += 1
-        loader_s = time.perf_counter() - began
+        loader_wall, loader_cpu, _ = _clock(began)
+        # Workers' CPU time is known once they exit: all of it, start-up included.
+        loader_cpu += _clock()[2] - children
     return {
         "device": f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores",
         "shape": {
@@ -1251,8 +1254,10 @@ def bench_data(
             "records": records,
             "file_mb": file_bytes / 1e6,
             "record_mb": record_bytes / 1e6,
-            "seconds": convert_s,
-            "record_mb_per_s": record_bytes / 1e6 / convert_s,
+            "seconds": convert_wall,
+            "cpu_seconds": convert_cpu,
+            "record_mb_per_s": record_bytes / 1e6 / convert_wall,
+            "record_mb_per_cpu_s": record_bytes / 1e6 / convert_cpu,
         },
         "loader": {
             "workers": workers,
@@ -1260,12 +1265,23 @@ def bench_data(
             "max_shift": max_shift,
             "reverse_complement": True,
             "examples": loaded,
-            "seconds": loader_s,
-            "examples_per_s": loaded / loader_s,
+            "seconds": loader_wall,
+            "cpu_seconds": loader_cpu,
+            "examples_per_s": loaded / loader_wall,
+            "examples_per_cpu_s": loaded / loader_cpu,
         },
         "dataset_single_thread": {
             "examples": items,
-            "seconds": single_s,
-            "examples_per_s": items / single_s,
+            "seconds": single_wall,
+            "cpu_seconds": single_cpu,
+            "examples_per_s": items / single_wall,
+            "examples_per_cpu_s": items / single_cpu,
         },
     }
+
+
+def _clock(since: tuple[float, float, float] | None = None) -> tuple[float, float, float]:
+    """(wall, this process's CPU, finished children's CPU) seconds, or their change ``since``."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    now = (time.perf_counter(), time.process_time(), children.ru_utime + children.ru_stime)
+    return now if since is None else tuple(a - b for a, b in zip(now, since, strict=True))

@@ -194,7 +194,8 @@ def test_unknown_record_layout_is_refused(tmp_path):
 # -- shards built from the genome fixture -------------------------------------------------------
 
 BINS, POOL, LENGTH = 64, 32, 4096  # 2,048-bp target windows inside 4,096-bp inputs
-STARTS = [200_000 + 10_000 * k for k in range(6)] + [1_024 + 200]  # the last one is near chr1:1
+# Windows in sequenced parts of the fixture; the last input window runs past the contig end.
+STARTS = [400_000 + 20_000 * k for k in range(6)] + [1_000_000 - BINS * POOL - 500]
 
 
 @pytest.fixture(scope="module")
@@ -222,6 +223,36 @@ def small_shards(genome, tmp_path_factory) -> Path:
         targets = rng.random((len(starts), BINS, len(tracks))).astype(np.float16)
         write_shard(root / name, sequences, targets, windows, tracks, "human", genome="hg38_1m")
     return root
+
+
+def test_sequences_are_verified_against_the_genome(tmp_path, genome):
+    flank = (LENGTH - BINS * POOL) // 2
+    (tmp_path / "windows.bed").write_text(
+        "".join(f"chr1\t{s}\t{s + BINS * POOL}\tfold0\n" for s in STARTS[:3])
+    )
+    rng = np.random.default_rng(3)
+
+    def record(start: int, corrupt: bool) -> dict[str, bytes]:
+        sequence = genome.fetch("chr1", start - flank, start - flank + LENGTH)
+        if corrupt:
+            sequence = rng.integers(0, 4, LENGTH, dtype=np.uint8)
+        targets = rng.random((BINS, 74)).astype(np.float16)
+        return {"sequence": sequence.tobytes(), "target": targets.tobytes()}
+
+    for corrupt in (False, True):
+        tfr = tmp_path / f"{'bad' if corrupt else 'good'}" / "fold0-0.tfr"
+        tfr.parent.mkdir()
+        write_examples(tfr, [record(s, corrupt and k == 0) for k, s in enumerate(STARTS[:3])])
+        convert = lambda tfr=tfr: convert_tfrecord(  # noqa: E731
+            tfr, tmp_path / "windows.bed", _tiny("targets.txt"), tfr.parent / "shard",
+            assays=None, species="human", genome=genome,
+        )  # fmt: skip
+        if corrupt:
+            with pytest.raises(FlashRNAError, match=r"fold0-0\.tfr: record 0: sequence differs"):
+                convert()
+        else:
+            shard = ShardSet(convert())
+            assert shard.seq_length == LENGTH and shard.input_start(1) == STARTS[1] - flank
 
 
 def test_write_shard_round_trip(small_shards):
@@ -362,7 +393,7 @@ def test_make_dataset_from_bigwigs(tmp_path, genome):
     import pyBigWig
 
     rng = np.random.default_rng(7)
-    region = (300_000, 310_000)
+    region = (400_000, 410_000)
     coverage = {
         "plus": rng.poisson(3.0, region[1] - region[0]).astype(np.float64),
         "atac": rng.gamma(0.5, 40.0, region[1] - region[0]),
@@ -385,7 +416,7 @@ def test_make_dataset_from_bigwigs(tmp_path, genome):
         }
     )
     table.to_csv(tmp_path / "targets.txt", sep="\t")
-    windows = [(301_000, "fold3"), (303_048, "fold0"), (309_000, "fold0")]  # the last runs off
+    windows = [(401_000, "fold3"), (403_048, "fold0"), (409_000, "fold0")]  # the last runs off
     (tmp_path / "windows.bed").write_text(
         "".join(f"chr1\t{s}\t{s + 2048}\t{label}\n" for s, label in windows)
     )
@@ -401,7 +432,7 @@ def test_make_dataset_from_bigwigs(tmp_path, genome):
     assert main(args) == 0
     shards = ShardSet(tmp_path / "shards")
     assert [p.name for p in shards.shards] == ["fold0-0", "fold0-1", "fold3-0"]
-    assert list(shards.start) == [303_048, 309_000, 301_000]
+    assert list(shards.start) == [403_048, 409_000, 401_000]
     assert list(shards.label) == ["fold0", "fold0", "fold3"]
     tracks = TrackTable.read(tmp_path / "targets.txt")
     for k, start in enumerate(shards.start):
