@@ -1017,9 +1017,11 @@ def register_convert(parser: argparse.ArgumentParser) -> None:
         "--statistics",
         type=Path,
         default=None,
-        help="statistics.json (default: the one beside --bed, when present)",
+        help="statistics.json; when not given, the one beside --bed is used if present",
     )
-    parser.add_argument("--records-per-file", type=int, default=16)
+    parser.add_argument(
+        "--records-per-file", type=int, default=16, help="records per TFRecord (Borzoi: 16)"
+    )
     parser.add_argument(
         "--assays",
         nargs="+",
@@ -1032,7 +1034,9 @@ def register_convert(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="a track table (e.g. targets_gtex.txt): keep only its identifiers",
     )
-    parser.add_argument("--species", default=None, help="default: from hg38/mm10 in the path")
+    parser.add_argument(
+        "--species", default=None, help="human/mouse (None: from hg38/mm10 in the path)"
+    )
     parser.add_argument(
         "--verify-genome", type=Path, default=None, help="FASTA to check each sequence against"
     )
@@ -1074,9 +1078,9 @@ def register_make_dataset(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", type=Path, required=True, help="targets.txt with bigWigs")
     parser.add_argument("--out", type=Path, required=True, help="folder of shards to write")
     parser.add_argument("--seq-length", type=int, default=524_288, help="model input bp")
-    parser.add_argument("--pool-width", type=int, default=POOL_WIDTH)
-    parser.add_argument("--examples-per-shard", type=int, default=16)
-    parser.add_argument("--species", default="human")
+    parser.add_argument("--pool-width", type=int, default=POOL_WIDTH, help="bp per target bin")
+    parser.add_argument("--examples-per-shard", type=int, default=16, help="windows per shard")
+    parser.add_argument("--species", default="human", help="species (model head) of the data")
     parser.add_argument("--default-label", default="train", help="label of unlabelled rows")
     parser.set_defaults(run=_run_make_dataset)
 
@@ -1105,11 +1109,11 @@ def register_bench(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--records", type=int, default=4, help="records in the TFRecord")
     parser.add_argument("--items", type=int, default=32, help="examples to load (timed)")
     parser.add_argument("--workers", type=int, default=1, help="loader worker processes")
-    parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--seq-length", type=int, default=524_288)
-    parser.add_argument("--target-length", type=int, default=6_144)
+    parser.add_argument("--batch-size", type=int, default=1, help="loader batch size")
+    parser.add_argument("--seq-length", type=int, default=524_288, help="input bp")
+    parser.add_argument("--target-length", type=int, default=6_144, help="target bins")
     parser.add_argument("--num-tracks", type=int, default=7_611, help="tracks in the record")
-    parser.add_argument("--max-shift", type=int, default=1_024)
+    parser.add_argument("--max-shift", type=int, default=1_024, help="shift augmentation, bp")
     parser.add_argument("--workdir", type=Path, default=None, help="temporary folder location")
     parser.add_argument("--output", type=Path, default=None, help="JSON file of the results")
     parser.set_defaults(run=_run_bench)
