@@ -841,7 +841,9 @@ class TrackDataset(Dataset):
         batch = self.batch([(index, shift, rc)])
         return {key: value[0] for key, value in batch.items()}
 
-    def batch(self, items: Sequence[tuple[int, int, bool]], shared: bool = False):
+    def batch(
+        self, items: Sequence[tuple[int, int, bool]], shared: bool = False
+    ) -> dict[str, torch.Tensor]:
         """The batch of ``(index, shift, rc)`` items, written straight into its output tensors
         (in shared memory when ``shared``, so a loader worker hands them over without a copy)."""
         n, bins, length = len(items), self.target_length, self.seq_length
