@@ -464,6 +464,7 @@ def _index_fasta(path: Path) -> None:
 
     log.info("indexing %s", path)
     with atomic_path(path.with_name(path.name + ".fai")) as tmp:
+        tmp.unlink()  # pyfaidx would take the empty placeholder for an index
         pyfaidx.Faidx(str(path), indexname=str(tmp)).close()
 
 
