@@ -1,0 +1,63 @@
+"""Atomic writes and config merging."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from flashrna.utils import (
+    FlashRNAError,
+    atomic_directory,
+    atomic_file,
+    atomic_path,
+    merge_config,
+)
+
+
+def mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        with atomic_file(tmp_path / "a.txt") as handle:
+            handle.write("x")
+        with atomic_path(tmp_path / "b.npy") as path:
+            path.write_bytes(b"y")
+        with atomic_directory(tmp_path / "c") as directory:
+            (directory / "f").write_text("z")
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "a.txt") == 0o644
+    assert mode(tmp_path / "b.npy") == 0o644
+    assert mode(tmp_path / "c") == 0o755
+
+
+def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    target = tmp_path / "a.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as handle:
+        handle.write("new")
+        raise RuntimeError("crash mid-write")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_atomic_directory_replaces_an_existing_one(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "old").write_text("1")
+    with atomic_directory(tmp_path / "d") as directory:
+        (directory / "new").write_text("2")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+
+
+def test_merge_config_names_the_unknown_key():
+    defaults = {"optim": {"lr": 1e-4, "warmup": 10}, "seed": 0}
+    merged = merge_config(defaults, {"optim": {"lr": 3e-4}})
+    assert merged == {"optim": {"lr": 3e-4, "warmup": 10}, "seed": 0}
+    with pytest.raises(FlashRNAError, match=r"config\.optim: unknown key 'lrr'"):
+        merge_config(defaults, {"optim": {"lrr": 1}})
