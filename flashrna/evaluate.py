@@ -1,0 +1,601 @@
+"""``flashrna evaluate-tracks`` (Tables 1 and 3) and ``flashrna eqtl-benchmark`` (Table 2, Fig. 2).
+
+evaluate-tracks
+    Per-track Pearson R over every bin of every window of a split (``--split test``: fold3),
+    predictions forward + reverse-complement averaged (:func:`flashrna.model.predict`) and aligned
+    with the targets by the batch's ``crop_start``. Three value spaces:
+
+    - ``squashed``: predictions against the targets as stored (the training space);
+    - ``counts``: both inverse-transformed (:func:`flashrna.tracks.unsquash`, pooled coverage
+      without the scale factor) -- the space of the paper's Table 1;
+    - ``log``: ``log2(1 + counts)``.
+
+    Each space accumulates :class:`~flashrna.metrics.StreamingPearson` float64 sufficient
+    statistics, so memory does not grow with the number of windows. Every ``--model`` or
+    ``--baseline`` occurrence is one evaluated model (several directories in one occurrence form an
+    ensemble); all are evaluated in one pass over the data. Predictions are matched to the data's
+    tracks by identifier, so any head (the human head, a ChIP fine-tuning head, a baseline) and any
+    track subset (``--assays``, ``--tracks``) work.
+
+    Outputs in ``--out``: ``tracks.csv`` (``model track identifier assay description
+    pearson_squashed pearson_counts pearson_log``, ``track`` = row of the data's track table),
+    ``assays.csv`` (``model assay tracks pearson_*``: the mean over the assay's tracks per model,
+    then rows ``mean`` and ``sd`` (ddof 1) over the models when there are several),
+    ``summary.json``. Resumable: every ``--checkpoint-every`` batches the statistics go to
+    ``evaluate-tracks.state.npz`` in ``--out``; a rerun with the same settings continues after the
+    windows already done (they are not read again). Final files are written atomically.
+
+eqtl-benchmark
+    GTEx fine-mapped eQTLs (SuSiE, GTEx v8, Wang et al. 2021). Accepted tables (``--eqtls``, TSV,
+    optionally gzip/bgzip): a header with at least ``variant`` (``chr1_13550_G_A_b38``: contig,
+    1-based position, REF, ALT, build), ``gene`` (Ensembl id; its version is ignored), ``pip``,
+    ``beta_posterior`` and ``allele1``; the tissue from a ``tissue`` column, else from the file
+    name (``Adipose_Subcutaneous.tsv``); when a ``method`` column exists only ``SUSIE`` rows are
+    used. Other columns (``allele2``, an unnamed index) are ignored.
+
+    Steps: keep ``pip > --min-pip`` (0.9); map each tissue to one Borzoi GTEx description through
+    the committed table ``flashrna/data/gtex_tissues.tsv`` (``--tissue-map``); a tissue's tracks
+    are the head's tracks whose description equals it *and* whose identifier contains ``GTEX``
+    (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
+    Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts ->
+    ``RNA:skin``, the three arteries -> ``RNA:blood_vessel``); score every distinct variant once
+    with :class:`flashrna.variants.VariantScorer` (logSED, ``--units``); a variant-gene pair's
+    score is the mean logSED over the tissue's tracks, negated when the scored REF is not
+    ``allele1``; a gene with no exon in the window scores 0 (no predicted effect, as in Borzoi);
+    variants that cannot be scored (REF mismatch, missing contig, indel) are left out and counted.
+    Per tissue with more than ``--min-variants`` (32) scored pairs: Spearman ρ of score against
+    ``beta_posterior``; the benchmark is the mean ρ over those tissues.
+
+    Outputs in ``--out``: ``tissues.csv`` (``tissue description tracks eqtls scored
+    outside_window not_scored flipped spearman included``), ``eqtls.csv`` (each pair with its
+    score), ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from flashrna.annotation import Annotation
+from flashrna.baselines import (
+    TrackModel,
+    add_model_arguments,
+    borzoi_track_table,
+    load_track_models,
+    model_track_table,
+)
+from flashrna.genome import Genome
+from flashrna.metrics import StreamingPearson, per_group_mean
+from flashrna.model import BIN_SIZE, predict, take_bins
+from flashrna.tracks import TrackTable, unsquash
+from flashrna.utils import FlashRNAError, atomic_file, atomic_path, resolve_device, write_json
+from flashrna.variants import (
+    VariantScorer,
+    add_scoring_arguments,
+    parse_variant_id,
+    read_identifiers,
+)
+
+log = logging.getLogger(__name__)
+
+SPACES = ("squashed", "counts", "log")
+STATE_FILE = "evaluate-tracks.state.npz"
+TISSUE_MAP = Path(__file__).parent / "data" / "gtex_tissues.tsv"
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate-tracks
+# --------------------------------------------------------------------------------------------
+
+
+class TrackPearson:
+    """Streaming per-track Pearson of several models against the tracks of ``targets`` (the
+    data's table, row k = column k of a batch's targets), in the three :data:`SPACES`."""
+
+    def __init__(
+        self,
+        models: Sequence[TrackModel],
+        targets: TrackTable,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.models = list(models)
+        self.device = resolve_device(device)
+        self.columns = [torch.as_tensor(m.columns(targets.identifier)) for m in self.models]
+        # Predictions are inverted with their model's table, targets with the data's.
+        self._model_params = [
+            (m.tracks.clip_soft[c], m.tracks.scale[c], m.tracks.sum_stat[c])
+            for m, c in zip(self.models, self.columns, strict=True)
+        ]
+        self._target_params = (targets.clip_soft, targets.scale, targets.sum_stat)
+        self.stats = [
+            [StreamingPearson(len(targets), self.device) for _ in SPACES] for _ in self.models
+        ]
+        self.windows = 0
+
+    def update(self, batch: dict[str, torch.Tensor]) -> None:
+        """Add a batch: ``sequence`` (B, L), ``targets`` (B, bins, tracks), ``crop_start`` (B,)."""
+        sequence, crop_start = batch["sequence"], batch["crop_start"].long()
+        target = batch["targets"].to(self.device).float()
+        bins = target.shape[1]
+        # One symmetric crop that keeps every example's target bins, then per-example offsets.
+        total = sequence.shape[1] // BIN_SIZE
+        crop = int(min(crop_start.min(), total - bins - crop_start.max()))
+        if crop < 0:
+            raise FlashRNAError(
+                f"targets of {bins} bins at crop_start {crop_start.tolist()} do not fit the "
+                f"{total} output bins of a {sequence.shape[1]}-bp input"
+            )
+        target_counts = unsquash(target, *self._target_params)
+        for model, columns, params, stats in zip(
+            self.models, self.columns, self._model_params, self.stats, strict=True
+        ):
+            pred = predict(
+                model.module,
+                sequence,
+                model.head,
+                batch_size=len(sequence),
+                device=self.device,
+                crop_bins=crop,
+            )
+            pred = take_bins(pred[..., columns].to(self.device), crop_start - crop, bins)
+            counts = unsquash(pred, *params)
+            pairs = (
+                (pred, target),
+                (counts, target_counts),
+                (_log2p1(counts), _log2p1(target_counts)),
+            )
+            for stat, (x, y) in zip(stats, pairs, strict=True):
+                stat.update(x, y)
+        self.windows += len(sequence)
+
+    def state(self) -> np.ndarray:
+        """float64 (models, spaces, 6, tracks): everything needed to resume."""
+        return np.stack([[s.state.cpu().numpy() for s in row] for row in self.stats])
+
+    def load_state(self, state: np.ndarray, windows: int) -> None:
+        for row, values in zip(self.stats, state, strict=True):
+            for stat, value in zip(row, values, strict=True):
+                stat.state = torch.as_tensor(value, device=self.device)
+        self.windows = windows
+
+    def compute(self) -> np.ndarray:
+        """Pearson R, float64 (models, spaces, tracks); NaN for a constant track."""
+        return np.stack([[s.compute() for s in row] for row in self.stats])
+
+
+def _log2p1(x: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(x) / math.log(2)
+
+
+def track_results(
+    r: np.ndarray, targets: TrackTable, names: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``tracks.csv`` and ``assays.csv`` frames from :meth:`TrackPearson.compute` output."""
+    columns = [f"pearson_{space}" for space in SPACES]
+    per_track = []
+    for name, values in zip(names, r, strict=True):
+        frame = pd.DataFrame(
+            {
+                "model": name,
+                "track": np.arange(len(targets)),
+                "identifier": targets.identifier,
+                "assay": targets.assay,
+                "description": targets.frame["description"].to_numpy(),
+            }
+        )
+        per_track.append(pd.concat([frame, pd.DataFrame(values.T, columns=columns)], axis=1))
+    rows = []
+    for name, values in zip(names, r, strict=True):
+        means = [per_group_mean(v, targets.assay) for v in values]
+        for assay in means[0]:
+            count = int((targets.assay == assay).sum())
+            rows.append([name, assay, count, *(m[assay] for m in means)])
+    per_assay = pd.DataFrame(rows, columns=["model", "assay", "tracks", *columns])
+    if len(names) > 1:
+        grouped = per_assay.groupby("assay", sort=False)
+        for statistic in ("mean", "std"):
+            summary = grouped.agg({"tracks": "first", **dict.fromkeys(columns, statistic)})
+            summary.insert(0, "model", "sd" if statistic == "std" else "mean")
+            per_assay = pd.concat([per_assay, summary.reset_index()], ignore_index=True)
+    return pd.concat(per_track, ignore_index=True), per_assay
+
+
+def register_evaluate_tracks(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data", nargs="+", required=True, help="shard directories or folders of shards"
+    )
+    parser.add_argument("--split", default="test", help="train, valid or test (test = fold3)")
+    parser.add_argument("--out", required=True, help="output directory")
+    add_model_arguments(parser, replicates=True)
+    parser.add_argument("--assays", nargs="+", help="evaluate only tracks of these assays")
+    parser.add_argument(
+        "--tracks",
+        nargs="+",
+        metavar="ID_OR_TABLE",
+        help="evaluate only these track identifiers, or the identifiers of these track tables",
+    )
+    parser.add_argument(
+        "--length", type=int, help="model input length in bp (default: the stored windows')"
+    )
+    parser.add_argument("--fasta", help="genome FASTA for flanks when --length exceeds the stored")
+    parser.add_argument("--batch-size", type=int, default=2, help="windows per batch")
+    parser.add_argument("--num-workers", type=int, default=2, help="data loader processes")
+    parser.add_argument("--max-windows", type=int, help="evaluate only the first N windows")
+    parser.add_argument(
+        "--checkpoint-every", type=int, default=50, help="batches between resumable states"
+    )
+    parser.set_defaults(run=_run_evaluate_tracks)
+
+
+def _run_evaluate_tracks(args: argparse.Namespace) -> None:
+    from tqdm.auto import tqdm
+
+    from flashrna.data import TrackDataset, make_loader
+
+    dataset = TrackDataset(
+        args.data,
+        split=args.split,
+        assays=args.assays,
+        identifiers=read_identifiers(args.tracks),
+        genome=args.fasta,
+        seq_length=args.length,
+    )
+    total = min(len(dataset), args.max_windows or len(dataset))
+    if total == 0:
+        raise FlashRNAError(f"{', '.join(args.data)}: no windows in split '{args.split}'")
+    models = load_track_models(args, dataset.tracks.identifier)
+    names = [m.name for m in models]
+    evaluation = TrackPearson(models, dataset.tracks, args.device)
+    out = Path(args.out)
+    fingerprint = json.dumps(
+        {
+            "data": [str(p) for p in dataset.shards.shards],
+            "split": args.split,
+            "models": names,
+            "head": args.head,
+            "tracks": hashlib.sha1("\t".join(dataset.tracks.identifier).encode()).hexdigest(),
+            "length": dataset.seq_length,
+            "windows": total,
+        }
+    )
+    _resume(evaluation, out / STATE_FILE, fingerprint)
+    loader = make_loader(
+        dataset,
+        args.batch_size,
+        shuffle=False,
+        start=evaluation.windows,
+        even_shards=False,
+        num_workers=args.num_workers,
+        pin_memory=evaluation.device.type == "cuda",
+    )
+    bar = tqdm(total=total, initial=evaluation.windows, unit="window", desc="evaluate-tracks")
+    for step, batch in enumerate(loader, start=1):
+        left = total - evaluation.windows
+        if left <= 0:
+            break
+        evaluation.update({k: v[:left] for k, v in batch.items()})
+        bar.update(min(left, len(batch["index"])))
+        if step % args.checkpoint_every == 0 and evaluation.windows < total:
+            _save_state(evaluation, out / STATE_FILE, fingerprint)
+    bar.close()
+    per_track, per_assay = track_results(evaluation.compute(), dataset.tracks, names)
+    with atomic_file(out / "tracks.csv") as handle:
+        per_track.to_csv(handle, index=False, float_format="%.6f")
+    with atomic_file(out / "assays.csv") as handle:
+        per_assay.to_csv(handle, index=False, float_format="%.6f")
+    write_json(out / "summary.json", _summary(per_assay, names, args, total, dataset))
+    (out / STATE_FILE).unlink(missing_ok=True)
+    for row in per_assay.itertuples(index=False):
+        log.info(
+            "%s %s (%d tracks): r squashed %.4f, counts %.4f, log %.4f",
+            row.model,
+            row.assay,
+            row.tracks,
+            row.pearson_squashed,
+            row.pearson_counts,
+            row.pearson_log,
+        )
+
+
+def _resume(evaluation: TrackPearson, path: Path, fingerprint: str) -> None:
+    if not path.exists():
+        return
+    stored = np.load(path)
+    if str(stored["fingerprint"]) != fingerprint:
+        log.warning("%s is from other settings; starting over", path)
+        return
+    evaluation.load_state(stored["state"], int(stored["windows"]))
+    log.info("resuming after %d windows from %s", evaluation.windows, path)
+
+
+def _save_state(evaluation: TrackPearson, path: Path, fingerprint: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            state=evaluation.state(),
+            windows=evaluation.windows,
+            fingerprint=np.array(fingerprint),
+        )
+
+
+def _summary(per_assay: pd.DataFrame, names, args, windows: int, dataset) -> dict:
+    models = per_assay[per_assay["model"].isin(names)]
+    assays: dict = {}
+    for assay, group in models.groupby("assay", sort=False):
+        assays[assay] = {"tracks": int(group["tracks"].iloc[0])}
+        for space in SPACES:
+            values = group[f"pearson_{space}"].to_numpy(dtype=float)
+            assays[assay][space] = {
+                "mean": _finite(np.mean(values)),
+                "sd": _finite(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "values": [_finite(v) for v in values],
+            }
+    return {
+        "split": args.split,
+        "windows": windows,
+        "data": [str(p) for p in dataset.shards.shards],
+        "models": names,
+        "head": args.head,
+        "spaces": {
+            "squashed": "as stored",
+            "counts": "inverse-transformed (Table 1)",
+            "log": "log2(1 + counts)",
+        },
+        "assays": assays,
+    }
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+# --------------------------------------------------------------------------------------------
+# eqtl-benchmark
+# --------------------------------------------------------------------------------------------
+
+EQTL_COLUMNS = ("variant", "gene", "pip", "beta_posterior", "allele1")
+
+
+def trim_version(gene_id: str) -> str:
+    """``ENSG00000227232.5`` -> ``ENSG00000227232``."""
+    return gene_id.rsplit(".", 1)[0] if "." in gene_id else gene_id
+
+
+def read_eqtls(paths: Sequence[str | Path], min_pip: float = 0.9) -> pd.DataFrame:
+    """Fine-mapped eQTL tables (module docstring) -> columns ``tissue variant gene pip
+    beta_posterior allele1`` with ``pip > min_pip``; ``gene`` without its version."""
+    frames = []
+    for path in map(Path, paths):
+        compression = "gzip" if path.suffix in (".gz", ".bgz") else None
+        try:
+            frame = pd.read_csv(path, sep="\t", compression=compression, low_memory=False)
+        except FileNotFoundError:
+            raise FlashRNAError(f"{path}: eQTL table not found") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
+            raise FlashRNAError(f"{path}: not a tab-separated eQTL table ({err})") from None
+        missing = [c for c in EQTL_COLUMNS if c not in frame.columns]
+        if missing:
+            raise FlashRNAError(
+                f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(EQTL_COLUMNS)})"
+            )
+        if "method" in frame.columns:
+            frame = frame[frame["method"].astype(str).str.upper() == "SUSIE"]
+        if "tissue" not in frame.columns:
+            frame = frame.assign(tissue=path.name.split(".")[0])
+        frame = frame[["tissue", *EQTL_COLUMNS]].copy()
+        for column in ("pip", "beta_posterior"):
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():
+                row = int(np.flatnonzero(values.isna())[0])
+                raise FlashRNAError(f"{path}: data row {row + 1}: {column} is not a number")
+            frame[column] = values
+        frames.append(frame)
+    eqtls = pd.concat(frames, ignore_index=True)
+    eqtls = eqtls[eqtls["pip"] > min_pip].reset_index(drop=True)
+    eqtls["gene"] = eqtls["gene"].astype(str).map(trim_version)
+    eqtls["allele1"] = eqtls["allele1"].astype(str).str.upper()
+    return eqtls
+
+
+def read_tissue_map(path: str | Path = TISSUE_MAP) -> dict[str, str]:
+    """GTEx tissue -> Borzoi track description, from a TSV with ``gtex_tissue description``."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str)
+    except FileNotFoundError:
+        raise FlashRNAError(f"{path}: tissue map not found") from None
+    if list(frame.columns) != ["gtex_tissue", "description"]:
+        raise FlashRNAError(f"{path}: expected the columns gtex_tissue, description")
+    duplicated = frame["gtex_tissue"][frame["gtex_tissue"].duplicated()]
+    if len(duplicated):
+        raise FlashRNAError(f"{path}: tissue {duplicated.iloc[0]} is listed twice")
+    return dict(zip(frame["gtex_tissue"], frame["description"], strict=True))
+
+
+def tissue_tracks(tracks: TrackTable, description: str) -> np.ndarray:
+    """Rows of the head's GTEx tracks of one tissue description (see the module docstring)."""
+    is_gtex = np.char.find(tracks.identifier.astype(str), "GTEX") >= 0
+    return np.flatnonzero(is_gtex & (tracks.frame["description"].to_numpy() == description))
+
+
+def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eqtls", nargs="+", required=True, help="fine-mapped eQTL tables")
+    parser.add_argument("--out", required=True, help="output directory")
+    add_scoring_arguments(parser)
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--tissue-map", default=str(TISSUE_MAP), help="GTEx tissue -> track description table"
+    )
+    parser.add_argument("--min-pip", type=float, default=0.9, help="keep eQTLs with PIP above")
+    parser.add_argument(
+        "--min-variants",
+        type=int,
+        default=32,
+        help="a tissue counts when it has more scored eQTLs than this",
+    )
+    parser.add_argument("--progress", action="store_true", help="show a progress bar")
+    parser.set_defaults(run=_run_eqtl_benchmark)
+
+
+def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
+    eqtls = read_eqtls(args.eqtls, args.min_pip)
+    if eqtls.empty:
+        raise FlashRNAError(f"no eQTL with PIP > {args.min_pip} in {', '.join(args.eqtls)}")
+    tissue_map = read_tissue_map(args.tissue_map)
+    unmapped = sorted(set(eqtls["tissue"]) - set(tissue_map))
+    if unmapped:
+        raise FlashRNAError(
+            f"tissue(s) {', '.join(unmapped)} have no row in {args.tissue_map}; add them there"
+        )
+    tracks = _head_tracks(args)
+    rows = {t: tissue_tracks(tracks, tissue_map[t]) for t in dict.fromkeys(eqtls["tissue"])}
+    without = [t for t, r in rows.items() if len(r) == 0]
+    if without:
+        log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), tracks.source)
+    rows = {t: r for t, r in rows.items() if len(r)}
+    if not rows:
+        raise FlashRNAError(f"{tracks.source}: no GTEx tracks for any tissue of the eQTLs")
+    identifiers = list(dict.fromkeys(i for r in rows.values() for i in tracks.identifier[r]))
+    scores, variants = score_eqtl_variants(args, eqtls, identifiers)
+    per_pair, per_tissue = tissue_spearman(
+        eqtls, scores, variants, {t: tracks.identifier[r] for t, r in rows.items()}, tissue_map
+    )
+    per_tissue["included"] = per_tissue["scored"] > args.min_variants
+    included = per_tissue[per_tissue["included"]]
+    out = Path(args.out)
+    with atomic_file(out / "tissues.csv") as handle:
+        per_tissue.to_csv(handle, index=False, float_format="%.6f")
+    with atomic_file(out / "eqtls.csv") as handle:
+        per_pair.to_csv(handle, index=False, float_format="%.6g")
+    mean = _finite(included["spearman"].mean()) if len(included) else None
+    write_json(
+        out / "summary.json",
+        {
+            "spearman_mean": mean,
+            "tissues": len(included),
+            "tissues_without_tracks": without,
+            "eqtls": len(eqtls),
+            "variants": int(eqtls["variant"].nunique()),
+            "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
+            "min_pip": args.min_pip,
+            "min_variants": args.min_variants,
+            "units": args.units,
+            "length": args.length,
+            "crop_bins": args.crop_bins,
+            "model": args.model or args.baseline,
+            "head": args.head,
+        },
+    )
+    log.info("mean Spearman over %d tissues: %s", len(included), mean)
+
+
+def _head_tracks(args: argparse.Namespace) -> TrackTable:
+    """The head's table without loading weights (the model is loaded once its tracks are known)."""
+    if args.targets:
+        return TrackTable.read(args.targets)
+    if args.model:
+        return model_track_table(args.model[0], args.head)
+    return borzoi_track_table()
+
+
+def score_eqtl_variants(
+    args: argparse.Namespace, eqtls: pd.DataFrame, identifiers: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """logSED of the eQTL variants on the tracks ``identifiers``, kept for the eQTL genes.
+
+    Returns the scores (``variant gene`` + ``logSED:<identifier>``) and, indexed by variant, its
+    ``ref`` allele and ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS`
+    entry)."""
+    (model,) = load_track_models(args, identifiers)
+    scorer = VariantScorer(
+        model,
+        Genome(args.fasta),
+        Annotation.read_gtf(args.gtf),
+        columns=model.columns(identifiers),
+        length=args.length,
+        crop_bins=args.crop_bins,
+        batch_size=args.batch_size,
+        units=args.units,
+        stats=["logSED"],
+        device=args.device,
+    )
+    names = list(dict.fromkeys(eqtls["variant"]))
+    parsed = {name: parse_variant_id(name) for name in names}
+    variants = pd.DataFrame(
+        {
+            "ref": [v.ref if v else "" for v in parsed.values()],
+            "outcome": ["scored" if v else "malformed" for v in parsed.values()],
+        },
+        index=names,
+    )
+    pairs = set(zip(eqtls["variant"], eqtls["gene"], strict=True))
+    kept = []
+    for frame, skipped in scorer.run([v for v in parsed.values() if v], args.progress):
+        for item in skipped:
+            variants.loc[item.variant.id, "outcome"] = item.reason
+        if frame is not None:
+            frame["gene"] = frame["gene_id"].map(trim_version)
+            keep = [p in pairs for p in zip(frame["variant"], frame["gene"], strict=True)]
+            kept.append(frame[keep])
+    columns = ["variant", "gene", *scorer.score_columns]
+    scores = pd.concat(kept, ignore_index=True)[columns] if kept else pd.DataFrame(columns=columns)
+    return scores.drop_duplicates(["variant", "gene"]), variants
+
+
+def tissue_spearman(
+    eqtls: pd.DataFrame,
+    scores: pd.DataFrame,
+    variants: pd.DataFrame,
+    tissue_identifiers: dict[str, np.ndarray],
+    tissue_map: dict[str, str],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per eQTL pair its score, and per tissue the Spearman ρ of score and ``beta_posterior``
+    (module docstring). ``scores`` and ``variants`` as :func:`score_eqtl_variants` returns."""
+    from scipy.stats import spearmanr
+
+    pairs_out, tissues_out = [], []
+    for tissue, identifiers in tissue_identifiers.items():
+        columns = [f"logSED:{i}" for i in identifiers]
+        pairs = eqtls[eqtls["tissue"] == tissue].merge(
+            scores[["variant", "gene", *columns]], on=["variant", "gene"], how="left"
+        )
+        values = pairs[columns].to_numpy(dtype=float)
+        info = variants.loc[pairs["variant"]]
+        # A variant without genes in its window predicts no effect on any gene: score 0.
+        scored = info["outcome"].isin(["scored", "no_genes"]).to_numpy()
+        found = ~np.isnan(values).all(axis=1)
+        score = np.zeros(len(pairs))
+        score[found] = np.nanmean(values[found], axis=1)
+        score[~scored] = np.nan
+        flip = info["ref"].to_numpy() != pairs["allele1"].to_numpy()
+        score = np.where(flip, -score, score)
+        pairs = pairs[["tissue", "variant", "gene", "pip", "beta_posterior", "allele1"]].assign(
+            ref=info["ref"].to_numpy(), score=score
+        )
+        pairs_out.append(pairs)
+        rho = np.nan
+        if scored.sum() > 1:
+            rho = spearmanr(score[scored], pairs["beta_posterior"].to_numpy()[scored])[0]
+        tissues_out.append(
+            {
+                "tissue": tissue,
+                "description": tissue_map[tissue],
+                "tracks": len(identifiers),
+                "eqtls": len(pairs),
+                "scored": int(scored.sum()),
+                "outside_window": int((scored & ~found).sum()),
+                "not_scored": int((~scored).sum()),
+                "flipped": int((flip & scored).sum()),
+                "spearman": rho,
+            }
+        )
+    return pd.concat(pairs_out, ignore_index=True), pd.DataFrame(tissues_out)

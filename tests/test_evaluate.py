@@ -1,0 +1,360 @@
+"""evaluate-tracks (streaming Pearson in three spaces, replicates, resuming) and eqtl-benchmark
+(tissue mapping, sign flips, Spearman), against scipy on independently assembled data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import fixture_path, save_tiny_model
+from scipy.stats import pearsonr, spearmanr
+
+from flashrna.baselines import load_flashrna
+from flashrna.cli import main
+from flashrna.evaluate import (
+    SPACES,
+    TrackPearson,
+    read_eqtls,
+    read_tissue_map,
+    tissue_tracks,
+)
+from flashrna.model import predict
+from flashrna.tracks import TrackTable
+from flashrna.utils import FlashRNAError
+
+LENGTH, TARGET_BINS = 1024, 16  # 32 output bins; targets cover 16 of them
+
+
+def make_table(rows) -> TrackTable:
+    """(identifier, clip_soft, scale, sum_stat, strand_pair) rows."""
+    return TrackTable(
+        pd.DataFrame(
+            {
+                "identifier": [r[0] for r in rows],
+                "file": "x.bw",
+                "clip": 1e4,
+                "clip_soft": [r[1] for r in rows],
+                "scale": [r[2] for r in rows],
+                "sum_stat": [r[3] for r in rows],
+                "strand_pair": [r[4] for r in rows],
+                "description": [f"{r[0][:3]}:test" for r in rows],
+                "source_index": range(len(rows)),
+            }
+        ),
+        source="test tracks",
+    )
+
+
+# Soft clips low enough that the inverse transform's square branch is exercised.
+MODEL_TRACKS = make_table(
+    [
+        ("RNAa+", 0.2, 0.5, "sum_sqrt", 1),
+        ("RNAa-", 0.2, 0.5, "sum_sqrt", 0),
+        ("DNAb", 0.5, 2.0, "sum", 2),
+        ("ATAc", 0.3, 1.0, "mean_sqrt", 3),
+    ]
+)
+DATA_ROWS = [2, 0, 1, 3]  # the data's tracks in another order than the model's outputs
+
+
+def inverse(values: np.ndarray, table: TrackTable) -> np.ndarray:
+    """The inverse transform written out: y / scale, un-soft-clip, undo the 3/4 power."""
+    z = values / table.scale
+    z = np.where(z > table.clip_soft, table.clip_soft + (z - table.clip_soft) ** 2, z)
+    return np.where(np.char.endswith(table.sum_stat.astype(str), "_sqrt"), z ** (4 / 3), z)
+
+
+@pytest.fixture(scope="module")
+def windows():
+    rng = np.random.default_rng(0)
+    n = 7
+    sequences = rng.integers(0, 5, (n, LENGTH)).astype(np.uint8)
+    targets = rng.gamma(0.6, 0.6, (n, TARGET_BINS, len(DATA_ROWS))).astype(np.float16)
+    crop_start = rng.integers(0, LENGTH // 32 - TARGET_BINS + 1, n)
+    return sequences, targets, crop_start
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    dirs = [save_tiny_model(root / f"m{seed}", MODEL_TRACKS, seed=seed) for seed in (0, 1)]
+    return [load_flashrna([str(d)], "human", None, torch.device("cpu")) for d in dirs]
+
+
+@pytest.mark.parametrize("sizes", [(7,), (1, 1, 1, 1, 1, 1, 1), (3, 4), (2, 2, 3)])
+def test_streaming_pearson_matches_scipy_in_all_spaces(windows, models, sizes):
+    sequences, targets, crop_start = windows
+    data_tracks = MODEL_TRACKS.take(DATA_ROWS)
+    evaluation = TrackPearson(models, data_tracks, "cpu")
+    first = 0
+    for size in sizes:
+        part = slice(first, first + size)
+        evaluation.update(
+            {
+                "sequence": torch.as_tensor(sequences[part]),
+                "targets": torch.as_tensor(targets[part]),
+                "crop_start": torch.as_tensor(crop_start[part]),
+                "index": torch.arange(first, first + size),
+            }
+        )
+        first += size
+    got = evaluation.compute()
+    assert got.shape == (2, 3, len(DATA_ROWS)) and evaluation.windows == 7
+    y = targets.astype(np.float64).reshape(-1, len(DATA_ROWS))  # all windows' bins, pooled
+    y_counts = inverse(y, data_tracks)
+    for m, model in enumerate(models):
+        full = predict(model.module, sequences, "human", batch_size=7).numpy()
+        x = np.concatenate(
+            [full[i, c : c + TARGET_BINS][:, DATA_ROWS] for i, c in enumerate(crop_start)]
+        ).astype(np.float64)
+        x_counts = inverse(x, data_tracks)
+        spaces = {
+            "squashed": (x, y),
+            "counts": (x_counts, y_counts),
+            "log": (np.log2(1 + x_counts), np.log2(1 + y_counts)),
+        }
+        for s, space in enumerate(SPACES):
+            x_space, y_space = spaces[space]
+            expected = [pearsonr(x_space[:, k], y_space[:, k])[0] for k in range(len(DATA_ROWS))]
+            np.testing.assert_allclose(got[m, s], expected, rtol=1e-4, atol=1e-6)
+    # The three spaces are different statistics on this data.
+    assert np.abs(got[0, 0] - got[0, 1]).max() > 1e-3 and np.abs(got[0, 1] - got[0, 2]).max() > 1e-3
+
+
+def test_missing_track_is_named(models):
+    other = make_table([("CAGEx", 1.0, 1.0, "sum", 0)])
+    with pytest.raises(FlashRNAError, match="has no track CAGEx"):
+        TrackPearson(models, other)
+
+
+def test_model_track_tables_are_found_and_checked(tmp_path):
+    directory = save_tiny_model(tmp_path / "m", MODEL_TRACKS)
+    (directory / "targets-human.txt").rename(directory / "targets.txt")  # the fallback name
+    model = load_flashrna([str(directory)], "human", None, torch.device("cpu"))
+    assert model.tracks == MODEL_TRACKS
+    (directory / "targets.txt").unlink()
+    with pytest.raises(FlashRNAError, match=r"no targets-human\.txt or targets\.txt"):
+        load_flashrna([str(directory)], "human", None, torch.device("cpu"))
+    unpaired = make_table([(f"DNA{k}", 1.0, 1.0, "sum", k) for k in range(4)])
+    unpaired.write(tmp_path / "unpaired.txt")
+    with pytest.raises(FlashRNAError, match=r"strand pair of row 0 .* the model stores 1"):
+        load_flashrna([str(directory)], "human", str(tmp_path / "unpaired.txt"), "cpu")
+    with pytest.raises(FlashRNAError, match="no head 'mouse'"):
+        load_flashrna([str(directory)], "mouse", None, torch.device("cpu"))
+
+
+# --------------------------------------------------------------------------------------------
+# The command line: replicates and resuming
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, windows):
+    from flashrna.data import write_shard
+
+    sequences, targets, _ = windows
+    root = tmp_path_factory.mktemp("shards")
+    frame = pd.DataFrame(
+        {
+            "chrom": "chr1",
+            "start": np.arange(7) * 10_000 + 8 * 32,
+            "end": np.arange(7) * 10_000 + 24 * 32,
+            "label": ["fold3"] * 5 + ["fold4"] * 2,
+        }
+    )
+    # Targets of the central 16 of the 32 output bins, as in the Borzoi layout.
+    write_shard(root / "s0", sequences[:4], targets[:4], frame[:4], MODEL_TRACKS.take(DATA_ROWS),
+                "human")  # fmt: skip
+    write_shard(root / "s1", sequences[4:], targets[4:], frame[4:].reset_index(drop=True),
+                MODEL_TRACKS.take(DATA_ROWS), "human")  # fmt: skip
+    return root
+
+
+def evaluate(out, shards, model_dirs, *extra) -> int:
+    argv = ["evaluate-tracks", "--data", str(shards), "--out", str(out), "--num-workers", "0"]
+    for d in model_dirs:
+        argv += ["--model", str(d)]
+    return main([*argv, "--batch-size", "2", *extra])
+
+
+def test_cli_replicates_and_resume(tmp_path, shards, models, monkeypatch):
+    dirs = [m.name for m in models]
+    assert evaluate(tmp_path / "full", shards, dirs) == 0
+    tracks = pd.read_csv(tmp_path / "full" / "tracks.csv")
+    assays = pd.read_csv(tmp_path / "full" / "assays.csv")
+    summary = json.loads((tmp_path / "full" / "summary.json").read_text())
+    assert summary["windows"] == 5  # the fold3 windows only
+    assert list(tracks["identifier"][:4]) == ["DNAb", "RNAa+", "RNAa-", "ATAc"]
+    assert list(tracks["model"].unique()) == dirs
+    columns = [f"pearson_{s}" for s in SPACES]
+    per_model = assays[assays["model"].isin(dirs)].set_index(["model", "assay"])
+    for (model, assay), row in per_model.iterrows():
+        selected = tracks[(tracks["model"] == model) & (tracks["assay"] == assay)]
+        np.testing.assert_allclose(row[columns], selected[columns].mean(), atol=2e-6)
+        assert row["tracks"] == len(selected)
+    for assay, group in per_model.groupby("assay"):
+        mean = assays[(assays["model"] == "mean") & (assays["assay"] == assay)][columns]
+        sd = assays[(assays["model"] == "sd") & (assays["assay"] == assay)][columns]
+        np.testing.assert_allclose(mean.to_numpy()[0], group[columns].mean(), atol=2e-6)
+        np.testing.assert_allclose(sd.to_numpy()[0], group[columns].std(ddof=1), atol=2e-6)
+        assert summary["assays"][assay]["counts"]["sd"] == pytest.approx(
+            group["pearson_counts"].std(ddof=1), abs=2e-6
+        )
+
+    # Interrupted after two batches (states saved after each), then resumed.
+    calls = {"n": 0}
+    original = TrackPearson.update
+
+    def interrupted(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        original(self, batch)
+
+    monkeypatch.setattr(TrackPearson, "update", interrupted)
+    out = tmp_path / "resumed"
+    assert evaluate(out, shards, dirs, "--checkpoint-every", "1") == 130
+    assert (out / "evaluate-tracks.state.npz").exists() and not (out / "tracks.csv").exists()
+    monkeypatch.setattr(TrackPearson, "update", original)
+    seen = []
+    monkeypatch.setattr(
+        TrackPearson,
+        "update",
+        lambda self, b: (seen.append(b["index"].tolist()), original(self, b)),
+    )
+    assert evaluate(out, shards, dirs, "--checkpoint-every", "1") == 0
+    assert seen == [[4]]  # the resumed run reads only the window not yet done
+    resumed = pd.read_csv(out / "tracks.csv")
+    np.testing.assert_allclose(resumed[columns], tracks[columns], atol=1e-9)
+    assert not (out / "evaluate-tracks.state.npz").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# eqtl-benchmark
+# --------------------------------------------------------------------------------------------
+
+
+def test_tissue_map_is_exact_against_borzoi_tables():
+    mapping = read_tissue_map()
+    assert len(mapping) == 49
+    gtex = TrackTable.read(fixture_path("borzoi/targets_gtex.txt"))
+    human = TrackTable.read(fixture_path("borzoi/targets_human.txt.gz"))
+    descriptions = set(gtex.frame["description"])
+    assert set(mapping.values()) <= descriptions
+    for tissue, description in mapping.items():
+        rows = tissue_tracks(human, description)
+        assert len(rows) >= 2, tissue
+        assert set(human.identifier[rows]) <= set(gtex.identifier)
+        assert (human.frame["description"].to_numpy()[rows] == description).all()
+    blood = human.identifier[tissue_tracks(human, mapping["Whole_Blood"])]
+    vessel = human.identifier[tissue_tracks(human, mapping["Artery_Tibial"])]
+    assert len(blood) == 3 and not set(blood) & set(vessel)
+
+
+GTF = """\
+chr1\tt\texon\t14000\t14500\t.\t+\t.\tgene_id "ENSG1.4"; transcript_id "T1";
+chr1\tt\texon\t54000\t54300\t.\t-\t.\tgene_id "ENSG2.1"; transcript_id "T2";
+chr1\tt\texon\t63000\t64000\t.\t-\t.\tgene_id "ENSG3.2"; transcript_id "T3";
+chr1\tt\texon\t64500\t64600\t.\t+\t.\tgene_id "ENSG4.1"; transcript_id "T4";
+"""
+
+
+HEADER = "variant\tgene\tpip\tbeta_posterior\tallele1\tallele2\n"
+ADIPOSE = [  # variant, gene, pip, beta_posterior, allele1
+    ("chr1_14677_G_A_b38", "ENSG1.7", 0.95, 0.3, "G"),
+    ("chr1_54490_G_A_b38", "ENSG2.1", 0.99, -0.2, "A"),  # allele1 is the ALT: sign flipped
+    ("chr1_63671_G_A_b38", "ENSG3.1", 0.93, 0.8, "G"),
+    ("chr1_63697_T_C_b38", "ENSG4.9", 0.97, -0.5, "T"),
+    ("chr1_64764_C_T_b38", "ENSG3", 0.92, 0.1, "C"),
+    ("chr1_64764_C_T_b38", "ENSG1", 0.96, 0.6, "C"),  # gene outside the window: score 0
+    ("chr1_14680_A_G_b38", "ENSG1", 0.99, 0.9, "A"),  # REF mismatch: not scored
+    ("chr1_108230_C_T_b38", "ENSG1", 0.5, 2.0, "C"),  # PIP too low
+]
+BLOOD = [  # method, then as ADIPOSE
+    ("SUSIE", "chr1_14677_G_A_b38", "ENSG1.4", 0.91, -0.4, "G"),
+    ("SUSIE", "chr1_63671_G_A_b38", "ENSG3.2", 0.99, 0.2, "G"),
+    ("SUSIE", "chr1_64764_C_T_b38", "ENSG3.2", 0.99, 0.7, "C"),
+    ("FINEMAP", "chr1_54490_G_A_b38", "ENSG2.1", 0.99, 0.5, "G"),  # another method: ignored
+]
+
+
+def tsv_rows(rows) -> str:
+    return "".join("\t".join(map(str, row)) + "\tX\n" for row in rows)
+
+
+def test_eqtl_benchmark_end_to_end(tmp_path):
+    import gzip
+
+    gtex = TrackTable.read(fixture_path("borzoi/targets_gtex.txt"))
+    wanted = np.isin(gtex.frame["description"], ["RNA:adipose_tissue", "RNA:blood"])
+    tracks = gtex.take(np.flatnonzero(wanted))
+    model = save_tiny_model(tmp_path / "model", tracks)
+    (tmp_path / "genes.gtf").write_text(GTF)
+    adipose, merged = tmp_path / "Adipose_Subcutaneous.tsv", tmp_path / "merged.tsv.gz"
+    adipose.write_text(HEADER + tsv_rows(ADIPOSE))
+    blood = [(method, "Whole_Blood", *rest) for method, *rest in BLOOD]
+    merged.write_bytes(gzip.compress(("method\ttissue\t" + HEADER + tsv_rows(blood)).encode()))
+    fasta = fixture_path("genome/hg38_1m.fa.gz")
+    common = ["--fasta", str(fasta), "--gtf", str(tmp_path / "genes.gtf"), "--model", str(model)]
+    common += ["--length", "4096", "--crop-bins", "16"]
+    eq = tmp_path / "eq"
+    argv = ["eqtl-benchmark", "--eqtls", str(adipose), str(merged), "--out", str(eq)]
+    assert main([*argv, "--min-variants", "2", *common]) == 0
+
+    # Expected scores from score-variants on the same variants and tracks.
+    names = sorted({row[0] for row in ADIPOSE} | {row[1] for row in BLOOD})
+    vcf = tmp_path / "v.vcf"
+    vcf.write_text("".join("chr1\t{1}\t{5}\t{2}\t{3}\n".format(*n.split("_"), n) for n in names))
+    sv = tmp_path / "sv"
+    assert main(["score-variants", "--vcf", str(vcf), "--out", str(sv), *common]) == 0
+    scores = pd.read_csv(sv / "scores.tsv", sep="\t")
+    scores["gene"] = scores["gene_id"].str.split(".").str[0]
+    pairs = pd.read_csv(eq / "eqtls.csv")
+    tissues = pd.read_csv(eq / "tissues.csv").set_index("tissue")
+    summary = json.loads((eq / "summary.json").read_text())
+    rhos = []
+    for tissue, rows, description in (
+        ("Adipose_Subcutaneous", ADIPOSE, "RNA:adipose_tissue"),
+        ("Whole_Blood", [row[1:] for row in BLOOD[:3]], "RNA:blood"),
+    ):
+        columns = [
+            f"logSED:{i}" for i in tracks.identifier[tracks.frame["description"] == description]
+        ]
+        expected = []  # (variant, score, beta)
+        for variant, gene, pip, beta, allele1 in rows:
+            if pip <= 0.9:
+                continue
+            hit = scores[(scores["variant"] == variant) & (scores["gene"] == gene.split(".")[0])]
+            value = hit[columns].to_numpy().mean() if len(hit) else 0.0
+            if variant == "chr1_14680_A_G_b38":
+                value = math.nan
+            expected.append((variant, -value if allele1 != variant.split("_")[2] else value, beta))
+        got = pairs[pairs["tissue"] == tissue]
+        assert list(got["variant"]) == [e[0] for e in expected]
+        np.testing.assert_allclose(got["score"], [e[1] for e in expected], rtol=1e-4, atol=1e-9)
+        usable = [e for e in expected if not math.isnan(e[1])]
+        rho = spearmanr([e[1] for e in usable], [e[2] for e in usable])[0]
+        assert tissues.loc[tissue, "spearman"] == pytest.approx(rho)
+        assert tissues.loc[tissue, "scored"] == len(usable)
+        assert tissues.loc[tissue, "tracks"] == len(columns) == 3
+        rhos.append(rho)
+    counts = tissues.loc["Adipose_Subcutaneous", ["outside_window", "not_scored", "flipped"]]
+    assert counts.tolist() == [1, 1, 1]
+    assert summary["spearman_mean"] == pytest.approx(np.mean(rhos)) and summary["tissues"] == 2
+
+
+def test_eqtl_inputs_are_checked(tmp_path):
+    bad = tmp_path / "Liver.tsv"
+    bad.write_text("variant\tgene\tpip\tallele1\nchr1_1_A_G_b38\tENSG1\t0.99\tA\n")
+    with pytest.raises(FlashRNAError, match=r"Liver.tsv: missing column\(s\) beta_posterior"):
+        read_eqtls([bad])
+    odd = tmp_path / "Cornea.tsv"
+    odd.write_text("variant\tgene\tpip\tbeta_posterior\tallele1\nchr1_1_A_G_b38\tE\t0.99\t1\tA\n")
+    argv = ["eqtl-benchmark", "--eqtls", str(odd), "--out", str(tmp_path / "o")]
+    argv += ["--fasta", "x", "--gtf", "y", "--model", "z"]
+    assert main(argv) == 1  # Cornea has no row in the tissue map: a clear error, not a guess
+    assert read_eqtls([odd])["tissue"].tolist() == ["Cornea"]
