@@ -39,12 +39,13 @@ eqtl-benchmark
     (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
     Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts ->
     ``RNA:skin``, the three arteries -> ``RNA:blood_vessel``); score every distinct variant once
-    with :class:`flashrna.variants.VariantScorer` (logSED, ``--units``); a variant-gene pair's
-    score is the mean logSED over the tissue's tracks, negated when the scored REF is not
-    ``allele1``; a gene with no exon in the window scores 0 (no predicted effect, as in Borzoi);
-    variants that cannot be scored (REF mismatch, missing contig, indel) are left out and counted.
-    Per tissue with more than ``--min-variants`` (32) scored pairs: Spearman ρ of score against
-    ``beta_posterior``; the benchmark is the mean ρ over those tissues.
+    with :class:`flashrna.variants.VariantScorer` (logSED, ``--units``), or read the scores of an
+    earlier ``score-variants`` run (``--scores``, e.g. ``score-variants --eqtls``); a
+    variant-gene pair's score is the mean logSED over the tissue's tracks, negated when the scored
+    REF is not ``allele1``; a gene with no exon in the window scores 0 (no predicted effect, as in
+    Borzoi); variants that cannot be scored (REF mismatch, missing contig, indel) are left out
+    and counted. Per tissue with more than ``--min-variants`` (32) scored pairs: Spearman ρ of
+    score against ``beta_posterior``; the benchmark is the mean ρ over those tissues.
 
     Outputs in ``--out``: ``tissues.csv`` (``tissue description tracks eqtls scored
     outside_window not_scored flipped spearman included``), ``eqtls.csv`` (each pair with its
@@ -81,8 +82,11 @@ from flashrna.utils import FlashRNAError, atomic_file, atomic_path, resolve_devi
 from flashrna.variants import (
     VariantScorer,
     add_scoring_arguments,
+    eqtl_variants,
     parse_variant_id,
+    read_eqtls,
     read_identifiers,
+    trim_version,
 )
 
 log = logging.getLogger(__name__)
@@ -211,7 +215,11 @@ def track_results(
 
 def register_evaluate_tracks(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data", nargs="+", required=True, help="shard directories or folders of shards"
+        "--shards",
+        "--data",
+        nargs="+",
+        required=True,
+        help="shard directories or folders of shards",
     )
     parser.add_argument("--split", default="test", help="train, valid or test (test = fold3)")
     parser.add_argument("--out", required=True, help="output directory")
@@ -242,7 +250,7 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
     from flashrna.data import TrackDataset, make_loader
 
     dataset = TrackDataset(
-        args.data,
+        args.shards,
         split=args.split,
         assays=args.assays,
         identifiers=read_identifiers(args.tracks),
@@ -251,7 +259,7 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
     )
     total = min(len(dataset), args.max_windows or len(dataset))
     if total == 0:
-        raise FlashRNAError(f"{', '.join(args.data)}: no windows in split '{args.split}'")
+        raise FlashRNAError(f"{', '.join(args.shards)}: no windows in split '{args.split}'")
     models = load_track_models(args, dataset.tracks.identifier)
     names = [m.name for m in models]
     evaluation = TrackPearson(models, dataset.tracks, args.device)
@@ -362,49 +370,6 @@ def _finite(value: float) -> float | None:
 # eqtl-benchmark
 # --------------------------------------------------------------------------------------------
 
-EQTL_COLUMNS = ("variant", "gene", "pip", "beta_posterior", "allele1")
-
-
-def trim_version(gene_id: str) -> str:
-    """``ENSG00000227232.5`` -> ``ENSG00000227232``."""
-    return gene_id.rsplit(".", 1)[0] if "." in gene_id else gene_id
-
-
-def read_eqtls(paths: Sequence[str | Path], min_pip: float = 0.9) -> pd.DataFrame:
-    """Fine-mapped eQTL tables (module docstring) -> columns ``tissue variant gene pip
-    beta_posterior allele1`` with ``pip > min_pip``; ``gene`` without its version."""
-    frames = []
-    for path in map(Path, paths):
-        compression = "gzip" if path.suffix in (".gz", ".bgz") else None
-        try:
-            frame = pd.read_csv(path, sep="\t", compression=compression, low_memory=False)
-        except FileNotFoundError:
-            raise FlashRNAError(f"{path}: eQTL table not found") from None
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
-            raise FlashRNAError(f"{path}: not a tab-separated eQTL table ({err})") from None
-        missing = [c for c in EQTL_COLUMNS if c not in frame.columns]
-        if missing:
-            raise FlashRNAError(
-                f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(EQTL_COLUMNS)})"
-            )
-        if "method" in frame.columns:
-            frame = frame[frame["method"].astype(str).str.upper() == "SUSIE"]
-        if "tissue" not in frame.columns:
-            frame = frame.assign(tissue=path.name.split(".")[0])
-        frame = frame[["tissue", *EQTL_COLUMNS]].copy()
-        for column in ("pip", "beta_posterior"):
-            values = pd.to_numeric(frame[column], errors="coerce")
-            if values.isna().any():
-                row = int(np.flatnonzero(values.isna())[0])
-                raise FlashRNAError(f"{path}: data row {row + 1}: {column} is not a number")
-            frame[column] = values
-        frames.append(frame)
-    eqtls = pd.concat(frames, ignore_index=True)
-    eqtls = eqtls[eqtls["pip"] > min_pip].reset_index(drop=True)
-    eqtls["gene"] = eqtls["gene"].astype(str).map(trim_version)
-    eqtls["allele1"] = eqtls["allele1"].astype(str).str.upper()
-    return eqtls
-
 
 def read_tissue_map(path: str | Path = TISSUE_MAP) -> dict[str, str]:
     """GTEx tissue -> Borzoi track description, from a TSV with ``gtex_tissue description``."""
@@ -421,16 +386,24 @@ def read_tissue_map(path: str | Path = TISSUE_MAP) -> dict[str, str]:
     return dict(zip(frame["gtex_tissue"], frame["description"], strict=True))
 
 
-def tissue_tracks(tracks: TrackTable, description: str) -> np.ndarray:
-    """Rows of the head's GTEx tracks of one tissue description (see the module docstring)."""
-    is_gtex = np.char.find(tracks.identifier.astype(str), "GTEX") >= 0
-    return np.flatnonzero(is_gtex & (tracks.frame["description"].to_numpy() == description))
+def tissue_tracks(
+    identifiers: np.ndarray, descriptions: np.ndarray, description: str
+) -> np.ndarray:
+    """Positions of the GTEx tracks of one tissue description among tracks given by their
+    identifiers and descriptions (see the module docstring)."""
+    is_gtex = np.char.find(np.asarray(identifiers, dtype=str), "GTEX") >= 0
+    return np.flatnonzero(is_gtex & (np.asarray(descriptions) == description))
 
 
 def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eqtls", nargs="+", required=True, help="fine-mapped eQTL tables")
     parser.add_argument("--out", required=True, help="output directory")
-    add_scoring_arguments(parser)
+    parser.add_argument(
+        "--scores",
+        help="scores.tsv of a score-variants run (with its tracks.tsv and skipped.tsv beside "
+        "it) instead of scoring here; then no model, FASTA or GTF is needed",
+    )
+    add_scoring_arguments(parser, required=False)
     add_model_arguments(parser)
     parser.add_argument(
         "--tissue-map", default=str(TISSUE_MAP), help="GTEx tissue -> track description table"
@@ -447,6 +420,11 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
+    scoring = [args.fasta, args.gtf, args.model or args.baseline]
+    if args.scores and any(scoring):
+        raise FlashRNAError("give either --scores or --fasta, --gtf and a --model/--baseline")
+    if not args.scores and not all(scoring):
+        raise FlashRNAError("give --fasta, --gtf and --model or --baseline (or --scores)")
     eqtls = read_eqtls(args.eqtls, args.min_pip)
     if eqtls.empty:
         raise FlashRNAError(f"no eQTL with PIP > {args.min_pip} in {', '.join(args.eqtls)}")
@@ -456,19 +434,23 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
         raise FlashRNAError(
             f"tissue(s) {', '.join(unmapped)} have no row in {args.tissue_map}; add them there"
         )
-    tracks = _head_tracks(args)
-    rows = {t: tissue_tracks(tracks, tissue_map[t]) for t in dict.fromkeys(eqtls["tissue"])}
+    identifiers, descriptions, source = _head_tracks(args)
+    rows = {
+        t: tissue_tracks(identifiers, descriptions, tissue_map[t])
+        for t in dict.fromkeys(eqtls["tissue"])
+    }
     without = [t for t, r in rows.items() if len(r) == 0]
     if without:
-        log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), tracks.source)
-    rows = {t: r for t, r in rows.items() if len(r)}
-    if not rows:
-        raise FlashRNAError(f"{tracks.source}: no GTEx tracks for any tissue of the eQTLs")
-    identifiers = list(dict.fromkeys(i for r in rows.values() for i in tracks.identifier[r]))
-    scores, variants = score_eqtl_variants(args, eqtls, identifiers)
-    per_pair, per_tissue = tissue_spearman(
-        eqtls, scores, variants, {t: tracks.identifier[r] for t, r in rows.items()}, tissue_map
-    )
+        log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), source)
+    tissue_identifiers = {t: identifiers[r] for t, r in rows.items() if len(r)}
+    if not tissue_identifiers:
+        raise FlashRNAError(f"{source}: no GTEx tracks for any tissue of the eQTLs")
+    needed = list(dict.fromkeys(i for ids in tissue_identifiers.values() for i in ids))
+    if args.scores:
+        scores, variants = read_scores(args.scores, eqtls, needed)
+    else:
+        scores, variants = score_eqtl_variants(args, eqtls, needed)
+    per_pair, per_tissue = tissue_spearman(eqtls, scores, variants, tissue_identifiers, tissue_map)
     per_tissue["included"] = per_tissue["scored"] > args.min_variants
     included = per_tissue[per_tissue["included"]]
     out = Path(args.out)
@@ -488,23 +470,38 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
             "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
             "min_pip": args.min_pip,
             "min_variants": args.min_variants,
-            "units": args.units,
-            "length": args.length,
-            "crop_bins": args.crop_bins,
-            "model": args.model or args.baseline,
-            "head": args.head,
+            "scores": args.scores
+            or {
+                "units": args.units,
+                "length": args.length,
+                "crop_bins": args.crop_bins,
+                "model": args.model or args.baseline,
+                "head": args.head,
+            },
         },
     )
     log.info("mean Spearman over %d tissues: %s", len(included), mean)
 
 
-def _head_tracks(args: argparse.Namespace) -> TrackTable:
-    """The head's table without loading weights (the model is loaded once its tracks are known)."""
+def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
+    """Identifiers and descriptions of the tracks that can be scored, and where they come from:
+    the ``tracks.tsv`` beside ``--scores``, else the head's table (without loading weights)."""
+    if args.scores:
+        path = Path(args.scores).parent / "tracks.tsv"
+        try:
+            listed = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+        except FileNotFoundError:
+            raise FlashRNAError(
+                f"{path}: not found (score-variants writes it beside scores.tsv)"
+            ) from None
+        return listed["identifier"].to_numpy(), listed["description"].to_numpy(), str(path)
     if args.targets:
-        return TrackTable.read(args.targets)
-    if args.model:
-        return model_track_table(args.model[0], args.head)
-    return borzoi_track_table()
+        table = TrackTable.read(args.targets)
+    elif args.model:
+        table = model_track_table(args.model[0], args.head)
+    else:
+        table = borzoi_track_table()
+    return table.identifier, table.frame["description"].to_numpy(), table.source
 
 
 def score_eqtl_variants(
@@ -512,9 +509,8 @@ def score_eqtl_variants(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """logSED of the eQTL variants on the tracks ``identifiers``, kept for the eQTL genes.
 
-    Returns the scores (``variant gene`` + ``logSED:<identifier>``) and, indexed by variant, its
-    ``ref`` allele and ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS`
-    entry)."""
+    Returns the scores (``variant ref gene`` + ``logSED:<identifier>``) and, indexed by variant,
+    its ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS` entry)."""
     (model,) = load_track_models(args, identifiers)
     scorer = VariantScorer(
         model,
@@ -528,27 +524,48 @@ def score_eqtl_variants(
         stats=["logSED"],
         device=args.device,
     )
-    names = list(dict.fromkeys(eqtls["variant"]))
-    parsed = {name: parse_variant_id(name) for name in names}
-    variants = pd.DataFrame(
-        {
-            "ref": [v.ref if v else "" for v in parsed.values()],
-            "outcome": ["scored" if v else "malformed" for v in parsed.values()],
-        },
-        index=names,
-    )
+    variants = pd.DataFrame({"outcome": "scored"}, index=list(dict.fromkeys(eqtls["variant"])))
     pairs = set(zip(eqtls["variant"], eqtls["gene"], strict=True))
     kept = []
-    for frame, skipped in scorer.run([v for v in parsed.values() if v], args.progress):
+    for frame, skipped in scorer.run(eqtl_variants(eqtls), args.progress):
         for item in skipped:
             variants.loc[item.variant.id, "outcome"] = item.reason
         if frame is not None:
-            frame["gene"] = frame["gene_id"].map(trim_version)
-            keep = [p in pairs for p in zip(frame["variant"], frame["gene"], strict=True)]
-            kept.append(frame[keep])
-    columns = ["variant", "gene", *scorer.score_columns]
-    scores = pd.concat(kept, ignore_index=True)[columns] if kept else pd.DataFrame(columns=columns)
-    return scores.drop_duplicates(["variant", "gene"]), variants
+            kept.append(_eqtl_rows(frame, pairs, scorer.score_columns))
+    columns = ["variant", "ref", "gene", *scorer.score_columns]
+    scores = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
+    return scores, variants
+
+
+def read_scores(
+    path: str | Path, eqtls: pd.DataFrame, identifiers: Sequence[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_eqtl_variants`'s result from a score-variants output directory: its
+    ``scores.tsv`` (``path``; only the needed columns are read) and ``skipped.tsv``."""
+    path = Path(path)
+    columns = ["variant", "ref", "gene_id", *(f"logSED:{i}" for i in identifiers)]
+    try:
+        scores = pd.read_csv(path, sep="\t", usecols=columns, dtype={"variant": str, "ref": str})
+        skipped = pd.read_csv(path.parent / "skipped.tsv", sep="\t", dtype=str)
+    except FileNotFoundError as err:
+        raise FlashRNAError(f"{err.filename}: not found") from None
+    except ValueError as err:  # usecols names a column the file lacks
+        raise FlashRNAError(f"{path}: lacks scores this benchmark needs ({err})") from None
+    names = list(dict.fromkeys(eqtls["variant"]))
+    reasons = dict(zip(skipped["variant"], skipped["reason"], strict=True))
+    scored = set(scores["variant"])
+    outcome = ["scored" if n in scored else reasons.get(n, "not_in_scores") for n in names]
+    pairs = set(zip(eqtls["variant"], eqtls["gene"], strict=True))
+    kept = _eqtl_rows(scores, pairs, columns[3:])
+    return kept, pd.DataFrame({"outcome": outcome}, index=names)
+
+
+def _eqtl_rows(frame: pd.DataFrame, pairs: set, score_columns: list[str]) -> pd.DataFrame:
+    """The rows of score-variants output whose (variant, gene without version) is an eQTL."""
+    frame = frame.assign(gene=frame["gene_id"].map(trim_version))
+    keep = [p in pairs for p in zip(frame["variant"], frame["gene"], strict=True)]
+    rows = frame.loc[keep, ["variant", "ref", "gene", *score_columns]]
+    return rows.drop_duplicates(["variant", "gene"])
 
 
 def tissue_spearman(
@@ -559,27 +576,30 @@ def tissue_spearman(
     tissue_map: dict[str, str],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per eQTL pair its score, and per tissue the Spearman ρ of score and ``beta_posterior``
-    (module docstring). ``scores`` and ``variants`` as :func:`score_eqtl_variants` returns."""
+    (module docstring). ``scores`` and ``variants`` as :func:`score_eqtl_variants` returns;
+    ``tissue_identifiers``: each tissue's track identifiers."""
     from scipy.stats import spearmanr
 
     pairs_out, tissues_out = [], []
     for tissue, identifiers in tissue_identifiers.items():
         columns = [f"logSED:{i}" for i in identifiers]
         pairs = eqtls[eqtls["tissue"] == tissue].merge(
-            scores[["variant", "gene", *columns]], on=["variant", "gene"], how="left"
+            scores[["variant", "ref", "gene", *columns]], on=["variant", "gene"], how="left"
         )
         values = pairs[columns].to_numpy(dtype=float)
-        info = variants.loc[pairs["variant"]]
+        outcome = variants.loc[pairs["variant"], "outcome"].to_numpy()
         # A variant without genes in its window predicts no effect on any gene: score 0.
-        scored = info["outcome"].isin(["scored", "no_genes"]).to_numpy()
+        scored = np.isin(outcome, ["scored", "no_genes"])
         found = ~np.isnan(values).all(axis=1)
         score = np.zeros(len(pairs))
         score[found] = np.nanmean(values[found], axis=1)
         score[~scored] = np.nan
-        flip = info["ref"].to_numpy() != pairs["allele1"].to_numpy()
+        # The scored REF; for pairs without a score row, the REF of the variant id.
+        ref = pairs["ref"].fillna(pairs["variant"].map(_id_ref)).to_numpy()
+        flip = ref != pairs["allele1"].to_numpy()
         score = np.where(flip, -score, score)
         pairs = pairs[["tissue", "variant", "gene", "pip", "beta_posterior", "allele1"]].assign(
-            ref=info["ref"].to_numpy(), score=score
+            ref=ref, score=score
         )
         pairs_out.append(pairs)
         rho = np.nan
@@ -599,3 +619,8 @@ def tissue_spearman(
             }
         )
     return pd.concat(pairs_out, ignore_index=True), pd.DataFrame(tissues_out)
+
+
+def _id_ref(name: str) -> str:
+    variant = parse_variant_id(name)
+    return variant.ref if variant else ""

@@ -28,10 +28,15 @@ not single-nucleotide (indels and MNVs: the windows would shift the bins after t
 alleles other than A/C/G/T, REF mismatches, and variants with no gene in the window are skipped,
 counted, and listed.
 
+Variants come from a VCF (``--vcf``: ``CHROM POS ID REF ALT``, one variant per ALT allele) or from
+fine-mapped eQTL tables (``--eqtls``: the distinct ``variant`` ids such as ``chr1_13550_G_A_b38`` of
+the rows with PIP above ``--min-pip``, read as :func:`read_eqtls` does).
+
 Outputs in ``--out``: ``scores.tsv`` (and ``scores.parquet`` when pyarrow is installed), one row per
 variant and gene: ``variant chrom pos ref alt gene_id gene_name gene_strand exon_bins`` then
-``<stat>:<track identifier>`` for each stat of ``--stats`` and each track; ``skipped.tsv`` (``line
-variant chrom pos ref alt reason detail``); ``summary.json`` (counts per outcome, variants/s, units,
+``<stat>:<track identifier>`` for each stat of ``--stats`` and each track; ``tracks.tsv`` (the
+scored tracks: ``identifier assay description strand scale``); ``skipped.tsv`` (``line variant
+chrom pos ref alt reason detail``); ``summary.json`` (counts per outcome, variants/s, units,
 settings).
 """
 
@@ -153,6 +158,71 @@ def parse_variant_id(text: str) -> Variant | None:
     return Variant(chrom, int(parts[-3]), parts[-2].upper(), parts[-1].upper(), text)
 
 
+# --------------------------------------------------------------------------------------------
+# Fine-mapped eQTL tables
+# --------------------------------------------------------------------------------------------
+
+EQTL_COLUMNS = ("variant", "gene", "pip", "beta_posterior", "allele1")
+
+
+def trim_version(gene_id: str) -> str:
+    """``ENSG00000227232.5`` -> ``ENSG00000227232``."""
+    return gene_id.rsplit(".", 1)[0] if "." in gene_id else gene_id
+
+
+def read_eqtls(paths: Sequence[str | Path], min_pip: float = 0.9) -> pd.DataFrame:
+    """Fine-mapped eQTL tables (format: :mod:`flashrna.evaluate`, eqtl-benchmark) -> columns
+    ``tissue variant gene pip beta_posterior allele1`` with ``pip > min_pip``; ``gene`` without
+    its version."""
+    frames = []
+    for path in map(Path, paths):
+        compression = "gzip" if path.suffix in (".gz", ".bgz") else None
+        try:
+            frame = pd.read_csv(path, sep="\t", compression=compression, low_memory=False)
+        except FileNotFoundError:
+            raise FlashRNAError(f"{path}: eQTL table not found") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError) as err:
+            raise FlashRNAError(f"{path}: not a tab-separated eQTL table ({err})") from None
+        missing = [c for c in EQTL_COLUMNS if c not in frame.columns]
+        if missing:
+            raise FlashRNAError(
+                f"{path}: missing column(s) {', '.join(missing)} (need {', '.join(EQTL_COLUMNS)})"
+            )
+        if "method" in frame.columns:
+            frame = frame[frame["method"].astype(str).str.upper() == "SUSIE"]
+        if "tissue" not in frame.columns:
+            frame = frame.assign(tissue=path.name.split(".")[0])
+        frame = frame[["tissue", *EQTL_COLUMNS]].copy()
+        for column in ("pip", "beta_posterior"):
+            values = pd.to_numeric(frame[column], errors="coerce")
+            if values.isna().any():
+                row = int(np.flatnonzero(values.isna())[0])
+                raise FlashRNAError(f"{path}: data row {row + 1}: {column} is not a number")
+            frame[column] = values
+        frames.append(frame)
+    eqtls = pd.concat(frames, ignore_index=True)
+    eqtls = eqtls[eqtls["pip"] > min_pip].reset_index(drop=True)
+    eqtls["gene"] = eqtls["gene"].astype(str).map(trim_version)
+    eqtls["allele1"] = eqtls["allele1"].astype(str).str.upper()
+    return eqtls
+
+
+def eqtl_variants(eqtls: pd.DataFrame) -> list[Variant | Skipped]:
+    """The distinct variants of an eQTL table's ``variant`` ids, in order of first appearance; a
+    malformed id becomes a :class:`Skipped` whose variant carries only the id."""
+    out: list[Variant | Skipped] = []
+    for name in dict.fromkeys(eqtls["variant"]):
+        variant = parse_variant_id(name)
+        malformed = Skipped("malformed", f"variant id '{name}'", Variant("", 0, "", "", name))
+        out.append(variant or malformed)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring
+# --------------------------------------------------------------------------------------------
+
+
 def track_strands(tracks: TrackTable) -> np.ndarray:
     """Per track '+', '-' (stranded, from the identifier's last character) or '.'."""
     stranded = tracks.strand_pair != np.arange(len(tracks))
@@ -207,7 +277,7 @@ class VariantScorer:
         self._transform = (tracks.clip_soft[cols], tracks.scale[cols], tracks.sum_stat[cols])
         self._scale = tracks.scale[cols] if units == "scaled" else None
         self.identifiers = tracks.identifier[cols]
-        self._strands = track_strands(tracks)[cols]
+        self.strands = track_strands(tracks)[cols]
 
     @property
     def score_columns(self) -> list[str]:
@@ -272,7 +342,7 @@ class VariantScorer:
             block = np.concatenate([values[s] for s in self.stats], axis=1)  # (genes, S*T)
             for g, gene in enumerate(prepared.genes):
                 # A stranded track measures only the genes on its strand.
-                other = (self._strands != ".") & (self._strands != gene.strand)
+                other = (self.strands != ".") & (self.strands != gene.strand)
                 block[g, np.tile(other, len(self.stats))] = np.nan
                 meta.append(
                     (v.id, v.chrom, v.pos, v.ref, v.alt, gene.gene_id, gene.name, gene.strand,
@@ -346,11 +416,11 @@ def select_columns(
 # --------------------------------------------------------------------------------------------
 
 
-def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
-    """Window, batching and unit options shared with ``eqtl-benchmark``."""
+def add_scoring_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    """Genome, genes, window, batching and unit options shared with ``eqtl-benchmark``."""
     group = parser.add_argument_group("scoring")
-    group.add_argument("--fasta", required=True, help="genome FASTA (indexed; bgzip or plain)")
-    group.add_argument("--gtf", required=True, help="gene annotation GTF (exon lines are used)")
+    group.add_argument("--fasta", required=required, help="genome FASTA (indexed; bgzip or plain)")
+    group.add_argument("--gtf", required=required, help="gene annotation GTF (exon lines used)")
     group.add_argument("--length", type=int, default=524_288, help="model input length in bp")
     group.add_argument(
         "--crop-bins",
@@ -368,7 +438,14 @@ def add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def register_score_variants(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--vcf", required=True, help="variants (VCF, plain or gzip)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--vcf", help="variants (VCF, plain or gzip)")
+    source.add_argument(
+        "--eqtls", nargs="+", help="or: the variants of fine-mapped eQTL tables (eqtl-benchmark)"
+    )
+    parser.add_argument(
+        "--min-pip", type=float, default=0.9, help="with --eqtls: variants with PIP above"
+    )
     parser.add_argument("--out", required=True, help="output directory")
     add_scoring_arguments(parser)
     add_model_arguments(parser)
@@ -404,8 +481,12 @@ def _run_score_variants(args: argparse.Namespace) -> None:
         device=args.device,
     )
     out = Path(args.out)
-    summary = write_scores(scorer, read_vcf(args.vcf), out, progress=args.progress)
-    summary.update(vcf=args.vcf, fasta=args.fasta, gtf=args.gtf, model=model.name, head=model.head)
+    variants = (
+        read_vcf(args.vcf) if args.vcf else eqtl_variants(read_eqtls(args.eqtls, args.min_pip))
+    )
+    summary = write_scores(scorer, variants, out, progress=args.progress)
+    source = {"vcf": args.vcf} if args.vcf else {"eqtls": args.eqtls, "min_pip": args.min_pip}
+    summary.update(source, fasta=args.fasta, gtf=args.gtf, model=model.name, head=model.head)
     write_json(out / "summary.json", summary)
     log.info(
         "%d variants scored, %d skipped %s; %.2f variants/s; %s",
@@ -420,14 +501,26 @@ def _run_score_variants(args: argparse.Namespace) -> None:
 def write_scores(
     scorer: VariantScorer, variants: Iterable[Variant | Skipped], out: Path, progress=False
 ) -> dict:
-    """Run ``scorer`` and write ``scores.tsv`` (+ ``.parquet``) and ``skipped.tsv`` into ``out``,
-    each atomically; returns the summary's counts and settings."""
+    """Run ``scorer`` and write ``scores.tsv`` (+ ``.parquet``), ``skipped.tsv`` and
+    ``tracks.tsv`` into ``out``, each atomically; returns the summary's counts and settings."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         pa = pq = None
     columns = [*META_COLUMNS, *scorer.score_columns]
+    tracks = scorer.model.tracks.frame.iloc[scorer.columns]
+    listed = pd.DataFrame(
+        {
+            "identifier": tracks["identifier"].to_numpy(),
+            "assay": scorer.model.tracks.assay[scorer.columns],
+            "description": tracks["description"].to_numpy(),
+            "strand": scorer.strands,
+            "scale": tracks["scale"].to_numpy(),
+        }
+    )
+    with atomic_file(out / "tracks.tsv") as handle:
+        listed.to_csv(handle, sep="\t", index=False)
     skipped: Counter = Counter({reason: 0 for reason in SKIP_REASONS})
     scored = rows = 0
     started = time.perf_counter()

@@ -15,16 +15,11 @@ from scipy.stats import pearsonr, spearmanr
 
 from flashrna.baselines import load_flashrna
 from flashrna.cli import main
-from flashrna.evaluate import (
-    SPACES,
-    TrackPearson,
-    read_eqtls,
-    read_tissue_map,
-    tissue_tracks,
-)
+from flashrna.evaluate import SPACES, TrackPearson, read_tissue_map, tissue_tracks
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
+from flashrna.variants import eqtl_variants, read_eqtls
 
 LENGTH, TARGET_BINS = 1024, 16  # 32 output bins; targets cover 16 of them
 
@@ -175,7 +170,7 @@ def shards(tmp_path_factory, windows):
 
 
 def evaluate(out, shards, model_dirs, *extra) -> int:
-    argv = ["evaluate-tracks", "--data", str(shards), "--out", str(out), "--num-workers", "0"]
+    argv = ["evaluate-tracks", "--shards", str(shards), "--out", str(out), "--num-workers", "0"]
     for d in model_dirs:
         argv += ["--model", str(d)]
     return main([*argv, "--batch-size", "2", *extra])
@@ -245,13 +240,15 @@ def test_tissue_map_is_exact_against_borzoi_tables():
     human = TrackTable.read(fixture_path("borzoi/targets_human.txt.gz"))
     descriptions = set(gtex.frame["description"])
     assert set(mapping.values()) <= descriptions
+    descriptions = human.frame["description"].to_numpy()
     for tissue, description in mapping.items():
-        rows = tissue_tracks(human, description)
+        rows = tissue_tracks(human.identifier, descriptions, description)
         assert len(rows) >= 2, tissue
         assert set(human.identifier[rows]) <= set(gtex.identifier)
         assert (human.frame["description"].to_numpy()[rows] == description).all()
-    blood = human.identifier[tissue_tracks(human, mapping["Whole_Blood"])]
-    vessel = human.identifier[tissue_tracks(human, mapping["Artery_Tibial"])]
+    blood = human.identifier[tissue_tracks(human.identifier, descriptions, "RNA:blood")]
+    vessel = human.identifier[tissue_tracks(human.identifier, descriptions, "RNA:blood_vessel")]
+    assert mapping["Whole_Blood"] == "RNA:blood" and mapping["Artery_Tibial"] == "RNA:blood_vessel"
     assert len(blood) == 3 and not set(blood) & set(vessel)
 
 
@@ -302,15 +299,18 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
     common = ["--fasta", str(fasta), "--gtf", str(tmp_path / "genes.gtf"), "--model", str(model)]
     common += ["--length", "4096", "--crop-bins", "16"]
     eq = tmp_path / "eq"
-    argv = ["eqtl-benchmark", "--eqtls", str(adipose), str(merged), "--out", str(eq)]
-    assert main([*argv, "--min-variants", "2", *common]) == 0
+    argv = ["eqtl-benchmark", "--eqtls", str(adipose), str(merged), "--min-variants", "2"]
+    assert main([*argv, "--out", str(eq), *common]) == 0
 
-    # Expected scores from score-variants on the same variants and tracks.
-    names = sorted({row[0] for row in ADIPOSE} | {row[1] for row in BLOOD})
-    vcf = tmp_path / "v.vcf"
-    vcf.write_text("".join("chr1\t{1}\t{5}\t{2}\t{3}\n".format(*n.split("_"), n) for n in names))
+    # score-variants on the eQTL tables' variants: the expected scores, and the input of
+    # eqtl-benchmark --scores, which must give the same results.
     sv = tmp_path / "sv"
-    assert main(["score-variants", "--vcf", str(vcf), "--out", str(sv), *common]) == 0
+    tables = ["--eqtls", str(adipose), str(merged), "--tracks", *tracks.identifier]
+    assert main(["score-variants", *tables, "--out", str(sv), *common]) == 0
+    again = tmp_path / "again"
+    assert main([*argv, "--out", str(again), "--scores", str(sv / "scores.tsv")]) == 0
+    for name in ("tissues.csv", "eqtls.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(again / name), pd.read_csv(eq / name))
     scores = pd.read_csv(sv / "scores.tsv", sep="\t")
     scores["gene"] = scores["gene_id"].str.split(".").str[0]
     pairs = pd.read_csv(eq / "eqtls.csv")
@@ -358,3 +358,14 @@ def test_eqtl_inputs_are_checked(tmp_path):
     argv += ["--fasta", "x", "--gtf", "y", "--model", "z"]
     assert main(argv) == 1  # Cornea has no row in the tissue map: a clear error, not a guess
     assert read_eqtls([odd])["tissue"].tolist() == ["Cornea"]
+    base = ["eqtl-benchmark", "--eqtls", str(odd), "--out", str(tmp_path / "o")]
+    assert main([*base, "--scores", "s.tsv", "--model", "z"]) == 1  # either scores or a model
+    assert main([*base, "--model", "z"]) == 1  # no FASTA or GTF to score with
+
+
+def test_eqtl_variants_are_distinct_and_malformed_ids_reported():
+    eqtls = pd.DataFrame({"variant": ["chr1_5_A_G_b38", "rs7", "chr1_5_A_G_b38", "chr2_9_C_T"]})
+    items = eqtl_variants(eqtls)
+    assert [type(i).__name__ for i in items] == ["Variant", "Skipped", "Variant"]
+    assert items[1].reason == "malformed" and items[1].variant.id == "rs7"
+    assert (items[2].chrom, items[2].pos, items[2].ref, items[2].alt) == ("chr2", 9, "C", "T")

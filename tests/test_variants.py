@@ -241,6 +241,12 @@ def test_every_variant_scored_or_reported(tmp_path, tiny_model):
         scores.loc[plus, "logSED:S-"].isna().all() and scores.loc[~plus, "logSED:S+"].isna().all()
     )
     assert scores.loc[plus, "logSED:S+"].notna().all() and scores["logSED:U"].notna().all()
+    listed = pd.read_csv(result["out"] / "tracks.tsv", sep="\t", keep_default_na=False)
+    assert listed[["identifier", "strand"]].values.tolist() == [
+        ["S+", "+"],
+        ["S-", "-"],
+        ["U", "."],
+    ]
     parquet = pd.read_parquet(result["out"] / "scores.parquet")
     pd.testing.assert_frame_equal(parquet, scores, check_dtype=False, rtol=1e-5)
 
