@@ -37,6 +37,94 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
+# Planted-signal shards for the training and prediction tests (tests/test_train.py,
+# tests/test_predict.py): short inputs, so tiny models learn them in seconds on a CPU.
+PLANTED_MOTIF = "GATTACAG"  # not its own reverse complement, so strands differ
+
+
+def write_planted_shards(
+    root: Path,
+    counts: dict[str, int] | None = None,
+    *,
+    seq_length: int = 2048,
+    crop_bins: int = 8,
+    seed: int = 0,
+    per_shard: int = 32,
+) -> Path:
+    """Shards ``root/<label>-<i>`` of random DNA with the motif planted on both strands.
+
+    Tracks (bins of 32 bp; targets cover the input minus ``crop_bins`` bins each side):
+    ``RNA+``/``RNA-`` (a strand pair) are 3 in the bins holding the motif's centre on the
+    forward/reverse strand; ``DNASE`` is 2 there (either strand) and 1 in the neighbouring bins.
+    Occurrences are found by scanning, so chance ones count too: the targets are an exact
+    function of the sequence."""
+    import numpy as np
+    import pandas as pd
+
+    from flashrna.data import write_shard
+    from flashrna.genome import encode_sequence
+    from flashrna.tracks import TrackTable
+
+    counts = counts or {"train": 64, "valid": 32, "test": 32}
+    rng = np.random.default_rng(seed)
+    bins = seq_length // 32
+    motif = PLANTED_MOTIF
+    reverse = motif[::-1].translate(str.maketrans("ACGT", "TGCA"))
+    table = TrackTable(
+        pd.DataFrame(
+            {
+                "identifier": ["RNA+", "RNA-", "DNASE"],
+                "file": ["rna+.bw", "rna-.bw", "dnase.bw"],
+                "clip": [384.0] * 3,
+                "clip_soft": [320.0] * 3,
+                "scale": [1.0] * 3,
+                "sum_stat": ["sum"] * 3,
+                "strand_pair": [1, 0, 2],
+                "description": ["RNA:planted +", "RNA:planted -", "DNASE:planted"],
+                "source_index": [0, 1, 2],
+            }
+        ),
+        source="planted tracks",
+    )
+    offset = 0
+    for label, count in counts.items():
+        for shard, first in enumerate(range(0, count, per_shard)):
+            n = min(per_shard, count - first)
+            sequences = np.empty((n, seq_length), np.uint8)
+            targets = np.zeros((n, bins, 3), np.float32)
+            for k in range(n):
+                text = list("ACGT"[i] for i in rng.integers(0, 4, seq_length))
+                for word in (motif, reverse) * 3:
+                    at = int(rng.integers(0, seq_length - len(word)))
+                    text[at : at + len(word)] = word
+                text = "".join(text)
+                sequences[k] = encode_sequence(text)
+                for track, word in ((0, motif), (1, reverse)):
+                    at = text.find(word)
+                    while at >= 0:
+                        b = (at + len(word) // 2) // 32
+                        targets[k, b, track] = 3.0
+                        targets[k, max(b - 1, 0) : b + 2, 2] += 1.0
+                        targets[k, b, 2] += 1.0
+                        at = text.find(word, at + 1)
+            targets[..., 2] = np.minimum(targets[..., 2], 2.0)
+            starts = offset + np.arange(n) * seq_length * 2 + crop_bins * 32
+            offset += n * seq_length * 2
+            windows = pd.DataFrame(
+                {
+                    "chrom": "chrP",
+                    "start": starts,
+                    "end": starts + (bins - 2 * crop_bins) * 32,
+                    "label": label,
+                }
+            )
+            crop = slice(crop_bins, bins - crop_bins)
+            write_shard(
+                root / f"{label}-{shard}", sequences, targets[:, crop], windows, table, "human"
+            )
+    return root
+
+
 def save_tiny_model(directory, tracks, seed: int = 0, **overrides):
     """Save a randomly initialised ``tiny`` FlashRNA model whose human head has one output per
     row of the TrackTable ``tracks`` (strand pairs set) and ``tracks`` as its

@@ -1,0 +1,418 @@
+"""``flashrna predict`` and ``flashrna ensemble-predict``: a model's or an ensemble's tracks for
+windows, forward and reverse-complement averaged.
+
+An ensemble predicts the mean of its members' (forward + reverse-complement averaged)
+predictions. Members are either held together (an :class:`~flashrna.model.Ensemble`, one pass per
+batch) or, with ``--one-at-a-time``, kept on the CPU and moved to the device in turn, so device
+memory holds one member whatever the ensemble's size.
+
+``flashrna predict --out DIR`` writes a directory (atomically)::
+
+    predictions.npy  float16 (or --dtype float32) [N, bins, tracks]: window k's predictions,
+                     bin-major like targets; bin j covers windows.bed start + 32j ... + 32
+    windows.bed      chrom, start, end (the genomic span of the predicted bins), name
+                     (shard:<example index> or bed:<row>), one row per window in order
+    targets.txt      the head's track table (from the model directory or the shards), when known
+    meta.json        models, head, seq_length, crop_bins, bin_size, reverse_complement, dtype,
+                     number of windows
+
+Windows: the examples of a shard set (their stored input; by default the prediction is cropped
+to their target window, so it lines up with their targets) followed by the rows of a BED file
+(each an input of --seq-length bp centred on the row, from the FASTA, N beyond contig ends).
+
+``flashrna ensemble-predict`` writes, for each input shard holding training or validation
+windows, a shard of the same name in exactly the target shard format (:mod:`flashrna.data`):
+the same sequences, windows, labels and track table, with the ensemble's predictions over the
+target window as targets (float16). It is what ``flashrna distill`` trains on. Each shard is
+written atomically and skipped when already written from the same input and models, so an
+interrupted run resumes shard by shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from flashrna.data import ShardSet, find_shards, open_shard, read_bed, split_labels
+from flashrna.genome import Genome
+from flashrna.model import BIN_SIZE, Ensemble, FlashRNA, load_model, predict
+from flashrna.tracks import TrackTable
+from flashrna.utils import FlashRNAError, atomic_directory, read_json, resolve_device, write_json
+
+log = logging.getLogger(__name__)
+
+PREDICTION_FORMAT = "flashrna-predictions"
+PREDICTION_VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------
+# Members and ensembles
+# --------------------------------------------------------------------------------------------
+
+
+def load_members(directories: Sequence[str | os.PathLike]) -> list[FlashRNA]:
+    """The models of ``directories`` on the CPU; they must share heads and strand pairs."""
+    if not directories:
+        raise FlashRNAError("give at least one --model directory")
+    members = [load_model(d, device="cpu") for d in directories]
+    Ensemble(members)  # checks that the heads agree
+    for head in members[0].config.heads:
+        pairs = members[0].strand_pair(head)
+        for directory, member in zip(directories[1:], members[1:], strict=True):
+            if not torch.equal(member.strand_pair(head), pairs):
+                raise FlashRNAError(
+                    f"{directory}: head '{head}' pairs strands differently from {directories[0]}"
+                )
+    return members
+
+
+def predict_members(
+    members: Sequence[nn.Module],
+    sequences: Tensor | np.ndarray,
+    head: str,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    reverse_complement_average: bool = True,
+    crop_bins: int = 0,
+    one_at_a_time: bool = False,
+) -> Tensor:
+    """The members' mean prediction for (N, L) base indices: (N, L/32 - 2*crop_bins, tracks)
+    fp32 on the CPU. Each member's prediction is forward+RC averaged (:func:`predict`).
+    ``one_at_a_time`` moves one member at a time to ``device`` (and back to the CPU)."""
+    options = {
+        "batch_size": batch_size,
+        "device": device,
+        "reverse_complement_average": reverse_complement_average,
+        "crop_bins": crop_bins,
+    }
+    if not one_at_a_time:
+        model = members[0] if len(members) == 1 else Ensemble(list(members))
+        return predict(model, sequences, head, **options)
+    total = None
+    for member in members:
+        out = predict(member, sequences, head, **options)
+        member.to("cpu")
+        total = out if total is None else total + out
+    return total / len(members)
+
+
+def _tracks_of(model_dir: str | os.PathLike, head: str) -> TrackTable | None:
+    """The head's track table that ``flashrna train`` stores beside the weights."""
+    path = Path(model_dir) / f"targets-{head}.txt"
+    return TrackTable.read(path) if path.is_file() else None
+
+
+def _default_head(members: Sequence[FlashRNA], species: str | None) -> str:
+    heads = list(members[0].config.heads)
+    return species if species in heads else heads[0]
+
+
+def _check_head(members: Sequence[FlashRNA], head: str, tracks: int | None, where: str) -> None:
+    heads = members[0].config.heads
+    if head not in heads:
+        raise FlashRNAError(f"the model has no head '{head}' (heads: {', '.join(heads)})")
+    if tracks is not None and heads[head] != tracks:
+        raise FlashRNAError(
+            f"{where}: {tracks} tracks, but the model's head '{head}' predicts {heads[head]}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+# --------------------------------------------------------------------------------------------
+
+
+def predict_windows(
+    model_dirs: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    shards: Sequence[str | os.PathLike] = (),
+    split: str | None = None,
+    bed: str | os.PathLike | None = None,
+    fasta: str | os.PathLike | None = None,
+    seq_length: int | None = None,
+    head: str | None = None,
+    crop_bins: int | None = None,
+    batch_size: int = 4,
+    chunk: int = 64,
+    device: str | torch.device | None = None,
+    reverse_complement_average: bool = True,
+    one_at_a_time: bool = False,
+    dtype: str = "float16",
+) -> Path:
+    """Predict the windows of ``shards`` (optionally one split) and then of ``bed`` (with
+    ``fasta``) and write the directory ``out`` described in the module docstring."""
+    if not shards and bed is None:
+        raise FlashRNAError("give windows: --shards and/or --bed with --fasta")
+    if bed is not None and fasta is None:
+        raise FlashRNAError("--bed needs --fasta (the genome to read the windows from)")
+    if dtype not in ("float16", "float32"):
+        raise FlashRNAError(f"--dtype {dtype}: float16 or float32")
+    members = load_members(model_dirs)
+    shard_set = ShardSet(shards, split=split) if shards else None
+    head = head or _default_head(members, shard_set.species if shard_set else None)
+    _check_head(members, head, len(shard_set.tracks) if shard_set else None, f"shards {shards}")
+    tracks = _tracks_of(model_dirs[0], head)
+    # Every window as (chrom, input start, name, a function returning its input sequence).
+    windows: list[tuple[str, int, str, Any]] = []
+    if shard_set is not None:
+        if seq_length not in (None, shard_set.seq_length):
+            raise FlashRNAError(
+                f"--seq-length {seq_length} differs from the shards' {shard_set.seq_length}"
+            )
+        seq_length = shard_set.seq_length
+        if crop_bins is None:
+            crop_bins = (seq_length // BIN_SIZE - shard_set.target_length) // 2
+        tracks = tracks or shard_set.tracks
+        for i in range(len(shard_set)):
+            chrom, start = str(shard_set.chrom[i]), shard_set.input_start(i)
+            windows.append((chrom, start, f"shard:{i}", partial(shard_set.sequence, i)))
+    if bed is not None:
+        if seq_length is None:
+            raise FlashRNAError("--bed needs --seq-length (the model input in bp)")
+        genome = Genome(fasta)
+        for k, row in enumerate(read_bed(bed).itertuples(index=False)):
+            start = (row.start + row.end) // 2 - seq_length // 2
+            fetch = partial(genome.fetch, row.chrom, start, start + seq_length)
+            windows.append((row.chrom, start, f"bed:{k}", fetch))
+    crop_bins = crop_bins or 0
+    bins = seq_length // BIN_SIZE - 2 * crop_bins
+    if bins <= 0:
+        raise FlashRNAError(f"--crop-bins {crop_bins} leaves no bins of {seq_length} bp")
+
+    num_tracks = members[0].config.heads[head]
+    out = Path(out)
+    with atomic_directory(out) as tmp:
+        array = np.lib.format.open_memmap(
+            tmp / "predictions.npy", "w+", np.dtype(dtype), (len(windows), bins, num_tracks)
+        )
+        for first in range(0, len(windows), chunk):
+            part = windows[first : first + chunk]
+            sequences = np.stack([fetch() for *_, fetch in part])
+            array[first : first + len(part)] = predict_members(
+                members,
+                sequences,
+                head,
+                batch_size=batch_size,
+                device=device,
+                reverse_complement_average=reverse_complement_average,
+                crop_bins=crop_bins,
+                one_at_a_time=one_at_a_time,
+            ).numpy()
+            log.info("predicted %d of %d windows", first + len(part), len(windows))
+        array.flush()
+        del array
+        with open(tmp / "windows.bed", "w") as handle:
+            for chrom, start, name, _ in windows:
+                begin = start + crop_bins * BIN_SIZE
+                handle.write(f"{chrom}\t{begin}\t{begin + bins * BIN_SIZE}\t{name}\n")
+        if tracks is not None:
+            tracks.write(tmp / "targets.txt")
+        write_json(
+            tmp / "meta.json",
+            {
+                "format": PREDICTION_FORMAT,
+                "version": PREDICTION_VERSION,
+                "models": [str(Path(d).resolve()) for d in model_dirs],
+                "head": head,
+                "num_windows": len(windows),
+                "seq_length": seq_length,
+                "crop_bins": crop_bins,
+                "bin_size": BIN_SIZE,
+                "reverse_complement": reverse_complement_average,
+                "dtype": dtype,
+                "shards": [str(Path(s).resolve()) for s in shards],
+                "split": split,
+                "bed": str(Path(bed).resolve()) if bed is not None else None,
+            },
+        )
+    return out
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        type=Path,
+        help="a model directory; repeat for an ensemble (the mean of the members)",
+    )
+    parser.add_argument("--head", help="output head (default: the shards' species, or the first)")
+    parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--one-at-a-time",
+        action="store_true",
+        help="move one member at a time to the device (bounded memory for big ensembles)",
+    )
+
+
+def register_predict(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Predict tracks with a model or an ensemble (the mean of the members), forward and "
+        "reverse-complement averaged, for the examples of a shard set and/or the rows of a BED "
+        "file. Writes --out DIR: predictions.npy [windows, bins, tracks], windows.bed (the "
+        "genomic span of the bins), targets.txt and meta.json."
+    )
+    _add_model_arguments(parser)
+    parser.add_argument("--shards", nargs="+", default=[], help="shard folders (windows)")
+    parser.add_argument("--split", choices=("train", "valid", "test"), help="only this split")
+    parser.add_argument("--bed", type=Path, help="windows: a BED (inputs centred on each row)")
+    parser.add_argument("--fasta", type=Path, help="genome FASTA for --bed")
+    parser.add_argument("--seq-length", type=int, help="model input bp (default: the shards')")
+    parser.add_argument(
+        "--crop-bins",
+        type=int,
+        help="drop this many output bins at each end (default: shards -> their target window, "
+        "else 0)",
+    )
+    parser.add_argument("--no-rc", action="store_true", help="forward strand only")
+    parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> None:
+    predict_windows(
+        args.model,
+        args.out,
+        shards=args.shards,
+        split=args.split,
+        bed=args.bed,
+        fasta=args.fasta,
+        seq_length=args.seq_length,
+        head=args.head,
+        crop_bins=args.crop_bins,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+        reverse_complement_average=not args.no_rc,
+        one_at_a_time=args.one_at_a_time,
+        dtype=args.dtype,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ensemble-predict
+# --------------------------------------------------------------------------------------------
+
+
+def ensemble_predict_shards(
+    model_dirs: Sequence[str | os.PathLike],
+    shards: str | os.PathLike | Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    *,
+    splits: Sequence[str] = ("train", "valid"),
+    head: str | None = None,
+    batch_size: int = 4,
+    device: str | torch.device | None = None,
+    one_at_a_time: bool = False,
+) -> list[Path]:
+    """Write ``out/<shard name>`` for every input shard holding windows of ``splits``: the
+    ensemble's forward+RC predictions over each example's target window, in the target shard
+    format. Shards already written from the same input and models are skipped."""
+    members = load_members(model_dirs)
+    models = [str(Path(d).resolve()) for d in model_dirs]
+    written = []
+    names: dict[str, Path] = {}
+    for path in find_shards(shards):
+        if path.name in names:
+            raise FlashRNAError(f"{path}: name clashes with {names[path.name]} in {out}")
+        names[path.name] = path
+        shard = ShardSet(path)
+        labels = set(shard.label)
+        if not any(split_labels(split, list(labels)) for split in splits):
+            continue
+        name = head or _default_head(members, shard.species)
+        _check_head(members, name, len(shard.tracks), str(path))
+        target = Path(out) / path.name
+        source = {
+            "ensemble_of": models,
+            "head": name,
+            "input": str(path.resolve()),
+            "input_source": read_json(path / "meta.json").get("source", {}),
+        }
+        done = target / "meta.json"
+        if done.is_file() and read_json(done).get("source") == source:
+            log.info("%s is up to date", target)
+            written.append(target)
+            continue
+        crop = (shard.seq_length // BIN_SIZE - shard.target_length) // 2
+        with open_shard(
+            target,
+            num_examples=len(shard),
+            seq_length=shard.seq_length,
+            target_length=shard.target_length,
+            tracks=shard.tracks,
+            species=shard.species,
+            genome=shard.genome,
+            pool_width=shard.pool_width,
+            source=source,
+        ) as writer:
+            for first in range(0, len(shard), batch_size):
+                indices = range(first, min(first + batch_size, len(shard)))
+                sequences = np.stack([shard.sequence(i) for i in indices])
+                prediction = predict_members(
+                    members,
+                    sequences,
+                    name,
+                    batch_size=batch_size,
+                    device=device,
+                    crop_bins=crop,
+                    one_at_a_time=one_at_a_time,
+                )
+                for k, i in enumerate(indices):
+                    writer.add(
+                        sequences[k],
+                        prediction[k],
+                        *shard.window(i),
+                        str(shard.label[i]),
+                    )
+        log.info("wrote %s (%d windows)", target, len(shard))
+        written.append(target)
+    if not written:
+        raise FlashRNAError(f"no shards with {'/'.join(splits)} windows under {shards}")
+    return written
+
+
+def register_ensemble_predict(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Write an ensemble's predictions over the training (and validation) windows as shards in "
+        "exactly the target format: for each input shard with windows of --splits, OUT/<shard "
+        "name> with the same sequences, windows and tracks and the ensemble's forward+RC "
+        "predictions as targets. Resumable: finished shards are skipped. Train a student on "
+        "them with 'flashrna distill --teacher SPECIES=OUT'."
+    )
+    _add_model_arguments(parser)
+    parser.add_argument("--shards", nargs="+", required=True, help="target shard folders")
+    parser.add_argument(
+        "--splits",
+        nargs="+",
+        default=["train", "valid"],
+        choices=("train", "valid", "test"),
+        help="splits whose shards to predict",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="folder of teacher shards")
+    parser.set_defaults(run=_run_ensemble_predict)
+
+
+def _run_ensemble_predict(args: argparse.Namespace) -> None:
+    ensemble_predict_shards(
+        args.model,
+        args.shards,
+        args.out,
+        splits=args.splits,
+        head=args.head,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+        one_at_a_time=args.one_at_a_time,
+    )
