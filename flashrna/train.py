@@ -809,11 +809,6 @@ class Trainer:
     def run(self, stop_at_step: int | None = None) -> TrainResult:
         handlers: dict[int, Any] = {}
         try:
-            if (self.out / "model" / "config.json").is_file() and (
-                self.out / "metrics.json"
-            ).is_file():
-                log.info("%s: finished before (model/, metrics.json); nothing to do", self.out)
-                return TrainResult("already-finished", -1, self.out)
             self._start()
             handlers = self._install_signal_handlers()
             status = self._loop(stop_at_step)
@@ -1315,6 +1310,9 @@ def train(
 ) -> TrainResult:
     """Train (or resume, or skip a finished) run of ``config`` (:func:`load_config`) in ``out``.
     ``stop_at_step`` checkpoints and returns at that step, as a preemption would."""
+    if (Path(out) / "model" / "config.json").is_file() and (Path(out) / "metrics.json").is_file():
+        log.info("%s: finished before (model/, metrics.json); nothing to do", out)
+        return TrainResult("already-finished", -1, Path(out))
     return Trainer(config, out, device).run(stop_at_step)
 
 

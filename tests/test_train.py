@@ -535,3 +535,17 @@ def test_epochs_set_the_number_of_steps(planted):
     config = tiny_config(planted, species=("human", "mouse"), train={"epochs": 2})
     # 64 training windows, batch 8: 16 steps per species over two epochs, alternating.
     assert Trainer(config, "unused", "cpu").total_steps == 32
+
+
+def test_early_stopping_after_validations_without_improvement(planted, tmp_path):
+    # A zero learning rate: the weights and the validation score never change.
+    config = tiny_config(
+        planted,
+        train={"steps": 20, "learning_rate": 0.0},
+        validation={"every_steps": 2, "max_examples": 8, "patience": 1, "final_model": "best"},
+    )
+    result = train(config, tmp_path, "cpu")
+    assert result.status == "early-stopped" and result.step == 4
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    assert summary["status"] == "early-stopped" and summary["best_step"] == 2
+    assert_same_weights(tmp_path / "model", tmp_path / "best")
