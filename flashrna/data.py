@@ -49,6 +49,7 @@ import os
 import platform
 import re
 import resource
+import signal
 import tempfile
 import time
 import warnings
@@ -948,6 +949,10 @@ class EpochSampler(Sampler):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
+    # A scheduler's SIGTERM/SIGINT goes to the whole process group: workers must outlive it
+    # so the trainer can finish its step and write the preemption checkpoint.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_loader(

@@ -447,7 +447,8 @@ class FlashRNA(nn.Module):
         return self.heads[head].strand_pair
 
     def set_strand_pair(self, head: str, pairs: Sequence[int] | np.ndarray | Tensor) -> None:
-        pairs = torch.as_tensor(np.array(pairs), dtype=torch.long)  # a copy: may be read-only
+        # A copy: the input may be a read-only array or a tensor we must not alias.
+        pairs = torch.tensor(pairs.tolist() if isinstance(pairs, (Tensor, np.ndarray)) else pairs)
         n = self.config.heads[head]
         if pairs.shape != (n,) or not torch.equal(pairs[pairs], torch.arange(n)):
             raise FlashRNAError(
