@@ -13,7 +13,6 @@ at least one base, sorted and unique, so a bin shared by two exons or transcript
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 from collections.abc import Iterable
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from flashrna.model import BIN_SIZE
-from flashrna.utils import FlashRNAError
+from flashrna.utils import FlashRNAError, open_text
 
 # Whole attribute names only: not ref_gene_id, havana_gene_name, ...
 _GENE_ID = re.compile(r'(?:^|\s)gene_id "([^"]*)"')
@@ -111,9 +110,8 @@ class Annotation:
         path = Path(path)
         exons: dict[str, list[tuple[int, int]]] = {}
         info: dict[str, tuple[str, str, str, int]] = {}  # gene_id -> name, chrom, strand, line
-        opener = gzip.open if path.suffix in (".gz", ".bgz") else open
         try:
-            with opener(path, "rt") as handle:
+            with open_text(path) as handle:
                 for line_no, line in enumerate(handle, start=1):
                     if line.startswith("#") or not line.strip():
                         continue

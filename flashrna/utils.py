@@ -7,6 +7,7 @@ Every file the package writes for another step to read goes through :func:`atomi
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import logging
 import os
@@ -41,29 +42,6 @@ class FlashRNAError(Exception):
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; on success rename it over ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        _publish(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` for a writer that wants a file name (np.save,
     safetensors, savefig); rename it over ``path`` on success."""
@@ -79,6 +57,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success rename it over ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left as it was.
+    """
+    with atomic_path(path) as tmp, open(tmp, mode) as handle:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 @contextlib.contextmanager
@@ -178,6 +168,14 @@ def merge_config(
         else:
             merged[key] = value
     return merged
+
+
+def open_text(path: str | os.PathLike):
+    """Open a text file for reading, gzip/bgzip-compressed ones (``.gz``, ``.bgz``) too."""
+    path = Path(path)
+    if path.suffix in (".gz", ".bgz"):
+        return gzip.open(path, "rt")
+    return open(path)
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import logging
 import re
 import time
@@ -62,7 +61,14 @@ from flashrna.baselines import TrackModel, add_model_arguments, load_track_model
 from flashrna.genome import Genome, ReferenceMismatchError
 from flashrna.model import BIN_SIZE, predict
 from flashrna.tracks import TrackTable, unsquash
-from flashrna.utils import FlashRNAError, atomic_file, atomic_path, resolve_device, write_json
+from flashrna.utils import (
+    FlashRNAError,
+    atomic_file,
+    atomic_path,
+    open_text,
+    resolve_device,
+    write_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +129,8 @@ def read_vcf(path: str | Path) -> Iterator[Variant | Skipped]:
     """Variants of a VCF (plain or gzip): ``CHROM POS ID REF ALT`` of each data line, one
     :class:`Variant` per ALT allele; an unreadable line becomes a :class:`Skipped`."""
     path = Path(path)
-    opener = gzip.open if path.suffix in (".gz", ".bgz") else open
     try:
-        with opener(path, "rt") as handle:
+        with open_text(path) as handle:
             for line_no, line in enumerate(handle, start=1):
                 if line.startswith("#") or not line.strip():
                     continue
