@@ -31,7 +31,8 @@ Baselines (``pip install 'flashrna[baselines]'``; borzoi-pytorch is imported onl
   :func:`flashrna.model.attention`, so Flashzoi weights run on any device.
 
 :func:`build_borzoi` makes the bare borzoi-pytorch model (a name, a directory, or a config for a
-randomly initialised one) and is what ``flashrna bench compare`` builds on.
+randomly initialised one) and is what ``flashrna bench compare`` builds on (:func:`register_bench`
+delegates to :mod:`flashrna.figure1`).
 """
 
 from __future__ import annotations
@@ -351,7 +352,7 @@ class BorzoiTracks(nn.Module):
             raise FlashRNAError(
                 f"input length {sequence.shape[-1]} bp is not a multiple of {TOKEN_SIZE}"
             )
-        self._reset_relative_positions(sequence.shape[-1] // TOKEN_SIZE, sequence.device)
+        reset_relative_positions(self.borzoi, sequence.shape[-1] // TOKEN_SIZE, sequence.device)
         x = self.one_hot[sequence.long()].transpose(1, 2)
         x = self.borzoi.get_embs_after_crop(x)  # (B, dim, L/32): the model's crop is disabled
         x = center_crop(x.transpose(1, 2), crop_bins).transpose(1, 2)
@@ -361,12 +362,20 @@ class BorzoiTracks(nn.Module):
             out = F.conv1d(x.float(), layer.weight[self.channels], layer.bias[self.channels])
         return F.softplus(out).transpose(1, 2)
 
-    def _reset_relative_positions(self, tokens: int, device: torch.device) -> None:
-        """Borzoi's attention caches its relative-position features at the first length and
-        device it sees; drop a cache made for another length or device."""
-        for module in self.borzoi.modules():
-            positions = getattr(module, "positions", None)
-            if isinstance(positions, Tensor) and (
-                positions.shape[0] != 2 * tokens - 1 or positions.device != device
-            ):
-                module.positions = None
+
+def reset_relative_positions(borzoi: nn.Module, tokens: int, device: torch.device) -> None:
+    """Borzoi's attention caches its relative-position features at the first length and device
+    it sees; drop a cache made for another length or device."""
+    for module in borzoi.modules():
+        positions = getattr(module, "positions", None)
+        if isinstance(positions, Tensor) and (
+            positions.shape[0] != 2 * tokens - 1 or positions.device != device
+        ):
+            module.positions = None
+
+
+def register_bench(parser: argparse.ArgumentParser) -> None:
+    """``flashrna bench compare`` (Figure 1), implemented in :mod:`flashrna.figure1`."""
+    from flashrna.figure1 import register_compare
+
+    register_compare(parser)
