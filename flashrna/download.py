@@ -53,6 +53,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import urllib.error
 import urllib.request
 import zipfile
@@ -355,22 +356,25 @@ def fetch_with_tool(rows: list[ManifestRow], options: Options) -> None:
         source = row.source if row.kind == "gs" else _resolve_local(row, options)
         groups[dest.parent].append((row, source, dest))
     for parent, items in groups.items():
-        staging = parent / STAGING
-        staging.mkdir(parents=True, exist_ok=True)
-        paying = any(r.source.startswith(options.requester_pays) for r, _, _ in items)
-        command = _tool_command(options, paying)
-        # Destinations are unique, so same-name sources are unique too.
-        same = [s for _, s, d in items if Path(s).name == d.name]
-        if same:
-            log.info("copying %d file(s) into %s", len(same), parent)
-            _run_tool(command, same, staging)
-        for _, source, dest in items:
-            if Path(source).name != dest.name:
-                _run_single(command, source, staging / dest.name)
-        for row, _, dest in items:
-            _install(row, staging / dest.name, dest)
-        with contextlib.suppress(OSError):
-            staging.rmdir()  # other jobs may be staging here too
+        parent.mkdir(parents=True, exist_ok=True)
+        # A staging directory of this call's own: concurrent jobs fetch into the same parent
+        # (one fold each), and a shared one could be removed under another job's transfer.
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING}-", dir=parent))
+        try:
+            paying = any(r.source.startswith(options.requester_pays) for r, _, _ in items)
+            command = _tool_command(options, paying)
+            # Destinations are unique, so same-name sources are unique too.
+            same = [s for _, s, d in items if Path(s).name == d.name]
+            if same:
+                log.info("copying %d file(s) into %s", len(same), parent)
+                _run_tool(command, same, staging)
+            for _, source, dest in items:
+                if Path(source).name != dest.name:
+                    _run_single(command, source, staging / dest.name)
+            for row, _, dest in items:
+                _install(row, staging / dest.name, dest)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _run_single(command: list[str], source: str, target: Path) -> None:

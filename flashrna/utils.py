@@ -16,10 +16,12 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: `flashrna download` runs without it
+    import torch
 
 log = logging.getLogger("flashrna")
 
@@ -127,6 +129,8 @@ def read_json(path: str | os.PathLike) -> Any:
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when available, else CPU; a named unavailable
     device is a clear error."""
+    import torch
+
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
@@ -137,6 +141,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and PyTorch (all devices)."""
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

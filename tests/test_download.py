@@ -59,13 +59,39 @@ def test_local_bucket_copy_and_resume(tmp_path, bucket):
         assert (options.data_dir / row.destination).read_bytes() == data
     assert [r.size for r in found] == [len(d) for d in files.values()]
     assert read_manifest(tmp_path / "record.tsv") == found
-    assert not list(options.data_dir.rglob(".flashrna-download"))  # no staging left behind
+    assert not list(options.data_dir.rglob(".flashrna-download*"))  # no staging left behind
     # Resume: verified files are skipped (the sources may even be gone).
     stamps = {r.destination: (options.data_dir / r.destination).stat().st_mtime_ns for r in rows}
     shutil.rmtree(root)
     download(rows, options)
     for row in rows:
         assert (options.data_dir / row.destination).stat().st_mtime_ns == stamps[row.destination]
+
+
+@needs_gsutil
+def test_concurrent_jobs_into_one_directory(tmp_path, bucket, monkeypatch):
+    """The workflow fetches each fold in its own job, all into tfrecords/: a job that finishes
+    while another is copying must not pull the other's staging directory from under it."""
+    import flashrna.download as module
+
+    root, rows, files = bucket
+    options = Options(data_dir=tmp_path / "data", source_root=root)
+    first, second = rows[1], rows[2]  # both in borzoi/hg38/tfrecords/
+    real = module._run_tool
+    calls = []
+
+    def run_tool(command, sources, target, chunk=500):
+        calls.append(target)
+        if len(calls) == 1:  # the first job's copy starts only after the second job finished
+            download([second], options)
+        real(command, sources, target, chunk)
+
+    monkeypatch.setattr(module, "_run_tool", run_tool)
+    download([first], options)
+    assert calls[0] != calls[1]  # each job stages in a directory of its own
+    for row in (first, second):
+        assert (options.data_dir / row.destination).read_bytes() == files[row.source]
+    assert not list(options.data_dir.rglob(".flashrna-download*"))
 
 
 @needs_gsutil

@@ -61,3 +61,12 @@ def test_merge_config_names_the_unknown_key():
     assert merged == {"optim": {"lr": 3e-4, "warmup": 10}, "seed": 0}
     with pytest.raises(FlashRNAError, match=r"config\.optim: unknown key 'lrr'"):
         merge_config(defaults, {"optim": {"lrr": 1}})
+
+
+def test_downloads_do_not_import_torch():
+    """`flashrna download` (and the workflow's download env) runs without PyTorch."""
+    import subprocess
+    import sys
+
+    code = "import sys, flashrna.download; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
