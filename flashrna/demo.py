@@ -32,12 +32,21 @@ Planted grammar (the rules the models should learn; everything below is exact in
   CTCF-like insulator CCGCGAGGTGGCAG (chromatin only); one enhancer motif per tissue
   (:data:`TISSUE_MOTIFS`). Motif counts come from scanning the final genome, so chance
   occurrences count too.
+- Genes: compact (2-4 exons of 100-300 bp, introns of 100-300 bp), on either strand, up to two
+  per target window (TSS ranges :data:`GENE_SLOTS`, so genes never overlap). Their structure is
+  written into the sequence, so RNA coverage can be placed from sequence alone: exons are GC-rich
+  (``EXON_GC``), a TATA box sits at TSS−31, and every internal exon boundary of a gene's first
+  transcript has a splice donor (GTAAGT) after the exon and an acceptor (TTTTCTTTTCAG) before
+  the next one, all in gene orientation.
 - Gene expression (per-bp read depth over exons, per tissue ``t``)::
 
-      log2 E[g, t] = 1 + 1.6 n_ACT1 + 1.0 n_ACT2 + 1.8 n_TIS_t + u_g,   u_g ~ N(0, 0.3²)
+      log2 E[g, t] = 0.5 + 2.4 n_ACT1 + 1.5 n_ACT2 + 2.4 n_TIS_t + u_g,   u_g ~ N(0, 0.3²)
 
-  n_ACT* counts motifs in the promoter, TSS−400 … TSS+50 (in gene orientation); n_TIS_t counts
-  tissue t's motif within ±3 kb of the TSS.
+  n_ACT* counts motifs in the promoter, TSS−450 … TSS−120 (in gene orientation: upstream of the
+  first exon, so a motif's own chromatin signal does not sit on the exons it regulates); n_TIS_t
+  counts tissue t's motif within ±1.5 kb of the TSS. Effects are large and close to the genes
+  on purpose: a tiny model learns them in a few hundred steps on a CPU (about 400; before that a
+  model predicts the exons but not their level, and its eQTL ρ is near 0 or negative).
 - Coverage: RNA over exons at depth E (introns 3 %), stranded tracks (``+``/``−`` pairs) see only
   their strand's genes, GTEx-like tracks (unstranded, scale 0.01) both; CAGE a peak at the TSS;
   DNASE/ATAC peaks (sd 60 bp) at promoters and at motif sites (a tissue motif opens chromatin only
@@ -49,7 +58,9 @@ Planted grammar (the rules the models should learn; everything below is exact in
   Low-PIP null variants pad the table; rows exist for methods SUSIE and FINEMAP.
 - Half-life (Saluki format): target = 1 − 0.5 n_ATTTA(3′UTR) − 0.15 log2(len 3′UTR / 300) + noise.
 - Translation efficiency (RiboNN format): TE = 0.5 + 0.9 [Kozak: A/G at −3 and G at +4]
-  − 0.7 n_uATG(5′UTR) + a cell-type offset + noise.
+  − 0.7 n_uATG(5′UTR) − 2 (GC(5′UTR) − 0.55) + a cell-type offset + noise (5′UTR GC drawn from
+  0.35-0.75: structured, GC-rich 5′ UTRs are translated less; a composition a trunk pretrained
+  on genomic tracks represents, unlike the start-codon context).
 """
 
 from __future__ import annotations
@@ -78,7 +89,7 @@ log = logging.getLogger(__name__)
 
 BASES = "ACGT"
 ACT_MOTIFS = {"ACT1": "TGACGTCATC", "ACT2": "GGGGCGGGGC"}
-ACT_WEIGHTS = {"ACT1": 1.6, "ACT2": 1.0}
+ACT_WEIGHTS = {"ACT1": 2.4, "ACT2": 1.5}
 CTCF_MOTIF = "CCGCGAGGTGGCAG"
 TISSUE_MOTIFS = {
     "adipose_tissue": "TCCTAGAACGTA",
@@ -86,7 +97,7 @@ TISSUE_MOTIFS = {
     "brain": "CAGCTGTCCGAT",
     "liver": "GTTAATCATTAAC",
 }
-TISSUE_WEIGHT = 1.8
+TISSUE_WEIGHT = 2.4
 # GTEx tissue (eQTL table) -> track description tissue (targets.txt "RNA:<tissue>").
 GTEX_TISSUES = {
     "Adipose_Subcutaneous": "adipose_tissue",
@@ -94,8 +105,17 @@ GTEX_TISSUES = {
     "Brain_Cortex": "brain",
     "Liver": "liver",
 }
-PROMOTER = (-400, 50)  # relative to the TSS, in gene orientation
-ENHANCER_REACH = 3000
+PROMOTER = (-450, -120)  # relative to the TSS, in gene orientation
+# Gene structure written into the genome (gene orientation), so RNA coverage can be placed from
+# sequence: GC-rich exons, a TATA box at TSS-31, a splice donor after and an acceptor (a
+# polypyrimidine tract + AG) before every internal exon boundary.
+EXON_GC = 0.62
+TATA_BOX = ("TATAAAAG", -31)
+SPLICE_DONOR = "GTAAGT"
+SPLICE_ACCEPTOR = "TTTTCTTTTCAG"
+ENHANCER_REACH = 1500
+# TSS ranges (bp into a target window) of its genes: two per window, 1.6 kb apart at least.
+GENE_SLOTS = ((1200, 2600), (5400, 7000))
 ARE_MOTIF = "ATTTA"
 TE_CELL_TYPES = {"HEK293": 0.0, "HepG2": 0.2}
 MARKER = ".flashrna-demo"
@@ -294,6 +314,10 @@ class Occupancy:
     def __init__(self, lengths: dict[str, int]) -> None:
         self.used = {c: np.zeros(n, bool) for c, n in lengths.items()}
 
+    def mark(self, chrom: str, start: int, length: int) -> None:
+        """Record positions written unconditionally (gene structure)."""
+        self.used[chrom][max(start, 0) : start + length] = True
+
     def claim(self, chrom: str, start: int, length: int) -> bool:
         used = self.used[chrom]
         if start < 0 or start + length > len(used) or used[start - 2 : start + length + 2].any():
@@ -342,18 +366,23 @@ def _layout_windows(
 def _place_genes(
     rng: np.random.Generator, sp: SpeciesSpec, windows: pd.DataFrame, prefix: str
 ) -> list[Gene]:
-    """About one gene per window, TSS inside the target window, 2-4 exons, both strands."""
+    """Compact genes (2-4 exons, at most ~1.2 kb), both strands: up to one per half of each
+    target window (TSS 1.2-2.6 kb into the half... see GENE_SLOTS), so genes never overlap."""
     genes = []
-    for row in windows.sort_values(["chrom", "start"]).itertuples():
+    for row, (lo, hi) in (
+        (row, slot)
+        for row in windows.sort_values(["chrom", "start"]).itertuples()
+        for slot in GENE_SLOTS
+    ):
         if rng.random() > 0.85:
             continue
         strand = "+" if rng.random() < 0.5 else "-"
-        tss = int(rng.integers(row.start + 1500, row.end - 1500))
+        tss = int(rng.integers(row.start + lo, row.start + hi))
         exons, pos = [], 0
         for _ in range(int(rng.integers(2, 5))):
-            length = int(rng.integers(150, 600))
+            length = int(rng.integers(100, 300))
             exons.append((pos, pos + length))
-            pos += length + int(rng.integers(300, 1500))
+            pos += length + int(rng.integers(100, 300))
         transcripts = [exons]
         if len(exons) > 2 and rng.random() < 0.25:  # an isoform skipping an inner exon
             skip = int(rng.integers(1, len(exons) - 1))
@@ -409,6 +438,8 @@ def _build_species(rng: np.random.Generator, spec: DemoSpec, name: str) -> Speci
     prefix = "ENSG" if sp.genome.startswith("hg") else "ENSMUSG"
     genes = _place_genes(rng, sp, windows, prefix)
     occupancy = Occupancy(lengths)
+    for gene in genes:
+        _write_gene_structure(rng, chroms[gene.chrom], occupancy, gene)
     for gene in genes:  # keep TSS surroundings free of other genes' planted motifs
         occupancy.claim(gene.chrom, gene.tss - 1, 2)
 
@@ -456,6 +487,37 @@ def _build_species(rng: np.random.Generator, spec: DemoSpec, name: str) -> Speci
     return SpeciesData(sp, text, windows, genes, sites, planted, tracks, defs)
 
 
+def _write_gene_structure(
+    rng: np.random.Generator, chrom: bytearray, occupancy: Occupancy, gene: Gene
+) -> None:
+    """Write a gene's sequence signals (``EXON_GC`` exons, ``TATA_BOX``, splice sites of its
+    first transcript) into ``chrom`` and mark the signals as used, so no motif lands on them."""
+    for a, b in gene.exons:
+        chrom[a:b] = random_dna(rng, b - a, gc=EXON_GC).encode()
+    minus = gene.strand == "-"
+
+    def put(offset: int, text: str) -> None:
+        """``text`` (gene orientation) at ``offset`` bases from the TSS (gene orientation)."""
+        start = gene.tss - offset - len(text) + 1 if minus else gene.tss + offset
+        if start < 0 or start + len(text) > len(chrom):
+            return
+        chrom[start : start + len(text)] = (revcomp(text) if minus else text).encode()
+        occupancy.mark(gene.chrom, start, len(text))
+
+    # Exons in gene orientation as offsets [a, b) from the TSS.
+    exons = sorted(
+        (gene.tss - e + 1, gene.tss - s + 1) if minus else (s - gene.tss, e - gene.tss)
+        for s, e in gene.transcripts[0]
+    )
+    text, offset = TATA_BOX
+    put(offset, text)
+    for k, (a, b) in enumerate(exons):
+        if k > 0:
+            put(a - len(SPLICE_ACCEPTOR), SPLICE_ACCEPTOR)
+        if k < len(exons) - 1:
+            put(b, SPLICE_DONOR)
+
+
 def _motif_counts(gene: Gene, sites: list[tuple[int, str]], tissues: Iterable[str]) -> dict:
     lo, hi = gene.promoter()
     counts = dict.fromkeys([*ACT_MOTIFS, *tissues], 0)
@@ -469,7 +531,7 @@ def _motif_counts(gene: Gene, sites: list[tuple[int, str]], tissues: Iterable[st
 
 def _express(rng: np.random.Generator, gene: Gene, sites, tissues) -> None:
     gene.counts = _motif_counts(gene, sites, tissues)
-    base = 1.0 + sum(ACT_WEIGHTS[m] * gene.counts[m] for m in ACT_MOTIFS) + rng.normal(0, 0.3)
+    base = 0.5 + sum(ACT_WEIGHTS[m] * gene.counts[m] for m in ACT_MOTIFS) + rng.normal(0, 0.3)
     gene.log2_expression = {t: base + TISSUE_WEIGHT * gene.counts[t] for t in tissues}
 
 
@@ -778,7 +840,9 @@ def _variant_effect(data: SpeciesData, plant: Planted, rng) -> tuple[int, str, s
     forward = here == motif_seq or (plant.near >= 0 and _hamming(here, motif_seq) == 1)
     target = motif_seq if forward else revcomp(motif_seq)
     if plant.near >= 0:
-        offset = next(i for i in range(len(target)) if here[i] != target[i])
+        offset = next((i for i in range(len(target)) if here[i] != target[i]), None)
+        if offset is None:
+            return None  # completed by a later plant: no longer a near-motif
         ref, alt = here[offset], target[offset]
         sign = 1.0
     else:
@@ -921,12 +985,17 @@ def _cds(rng: np.random.Generator, codons: int) -> str:
     return "ATG" + "".join(body) + STOPS[int(rng.integers(3))]
 
 
+def _gc(sequence: str) -> float:
+    return (sequence.count("G") + sequence.count("C")) / max(len(sequence), 1)
+
+
 def make_transcripts(rng: np.random.Generator, spec: DemoSpec) -> pd.DataFrame:
     """Synthetic mRNAs with planted AU-rich elements, Kozak contexts and upstream ATGs, and the
     targets of their rules (module docstring)."""
     rows = []
     for i in range(spec.transcripts):
-        utr5 = random_dna(rng, int(rng.integers(40, 160)), gc=0.55).replace("ATG", "ACG")
+        gc5 = float(rng.uniform(0.35, 0.75))  # GC-rich 5' UTRs fold, and are translated less
+        utr5 = random_dna(rng, int(rng.integers(40, 160)), gc=gc5).replace("ATG", "ACG")
         for _ in range(int(rng.choice([0, 0, 1, 2]))):  # upstream ATGs
             at = int(rng.integers(0, len(utr5) - 6))
             utr5 = utr5[:at] + "ATG" + utr5[at + 3 :]
@@ -953,9 +1022,17 @@ def make_transcripts(rng: np.random.Generator, spec: DemoSpec) -> pd.DataFrame:
             "n_are": n_are,
             "n_uatg": n_uatg,
             "kozak": strong,
+            "utr5_gc": round(_gc(utr5), 4),
         }
         for cell, offset in TE_CELL_TYPES.items():
-            te = 0.5 + 0.9 * strong - 0.7 * n_uatg + offset + rng.normal(0, 0.15)
+            te = (
+                0.5
+                + 0.9 * strong
+                - 0.7 * n_uatg
+                - 5.0 * (_gc(utr5) - 0.55)
+                + offset
+                + rng.normal(0, 0.15)
+            )
             row[f"TE_{cell}"] = round(float(te), 5)
         rows.append(row)
     frame = pd.DataFrame(rows)
