@@ -1,20 +1,32 @@
 """Config validation and the helpers the rule files share (no rules here)."""
 
+import copy
 from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
 
 from flashrna.download import fold_sizes, read_manifest, tfrecord_names
+from flashrna.train import load_config
+from flashrna.utils import FlashRNAError, merge_config
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
-# Jobs run `flashrna <step>` from this checkout: a conda env with the dependencies needs no
-# install of the package (the function shadows an installed console script on purpose).
+# Jobs run `flashrna <step>` from this checkout: a conda env (envs/*.yaml) holds the dependencies
+# and needs no install of the package (the function shadows an installed console script on
+# purpose, so a job always runs the code of this checkout).
+# `set_aside_finished_run RUN OUTPUT [MARKER]`: a run that finished before (RUN/MARKER, not an
+# output, exists: metrics.json of a training run) but whose OUTPUT snakemake removed (a forced or
+# input-triggered rerun) is moved to RUN.replaced-<time>, so the rerun starts afresh instead of
+# resuming the old run; an unfinished run (a retried or requeued job) stays and resumes.
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH='{REPO}':\"${{{{PYTHONPATH:-}}}}\"; "
     'flashrna() {{ python -m flashrna.cli "$@"; }}; '
+    "set_aside_finished_run() {{ "
+    'if [ -e "$1/${{3:-metrics.json}}" ] && [ ! -e "$2" ]; then '
+    'mv "$1" "$1.replaced-$(date +%Y%m%d-%H%M%S)"; '
+    'echo "moved the finished run $1 aside: its output is to be remade"; fi; }}; '
 )
 
 DATA = config["data_dir"]
@@ -25,7 +37,7 @@ DL = config["download"]
 MANIFEST = read_manifest(DL["manifest"])
 SPECIES = config["species"]
 GENOMES = [s["genome"] for s in SPECIES.values()]
-HUMAN = "hg38"
+HUMAN = SPECIES["human"]["genome"]
 MEMBERS = list(range(config["train"]["members"]))
 REPLICATES = MEMBERS[: config["train"]["replicates"]]
 ENSEMBLE_SIZES = sorted(config["ensemble"]["sizes"])
@@ -34,7 +46,7 @@ BASELINES = (
     [
         f"{b}{i}"
         for b in ("borzoi", "flashzoi")
-        for i in range(config["baselines"]["replicates"])
+        for i in range(config["baselines"].get("replicates", 4))
     ]
     if config["baselines"]["enabled"]
     else []
@@ -47,9 +59,9 @@ EQTL_MODELS = [
     *BASELINES,
 ]
 CHIP_MODES = config["finetune"]["chip"]["modes"]
-HALFLIFE_FOLDS = config["finetune"]["halflife"]["folds"]
 TEST, VALID = "fold3", "fold4"
 PRETRAINED = f"{RESULTS}/models/member0/model"  # the trunk that is fine-tuned
+GTEX_TRACKS = f"{RESULTS}/eval/targets_gtex.txt"  # score-variants --tracks
 
 if config["train"]["replicates"] > config["train"]["members"]:
     raise ValueError("config train.replicates must not exceed train.members")
@@ -58,7 +70,8 @@ if TEACHER > config["train"]["members"]:
 
 
 def resources(kind):
-    """The resources of a kind of job (config resources.<kind>)."""
+    """The resources of a kind of job (config resources.<kind>): runtime (minutes), mem_mb,
+    and gpu for GPU jobs."""
     spec = config["resources"][kind]
     out = {"runtime": spec["runtime"], "mem_mb": spec["mem_mb"]}
     if spec.get("gpu"):
@@ -70,19 +83,27 @@ def threads(kind):
     return config["resources"][kind].get("threads", 1)
 
 
-def options(section):
-    """`--key value` of a config `options` mapping (lists repeat the key)."""
+def cli_options(section, keys=None):
+    """`--key value` of the config keys of a step's section (`keys`: those to take, default all;
+    None values are left out, True is a bare flag, False nothing, a list repeats the value).
+    """
     parts = []
-    for key, value in (section or {}).get("options", {}).items():
+    for key, value in (section or {}).items():
+        if (keys is not None and key not in keys) or value is None or value is False:
+            continue
         flag = f"--{key.replace('_', '-')}"
         if value is True:
             parts.append(flag)
-        elif value is False:
-            continue
+        elif isinstance(value, list):
+            parts.append(f"{flag} {' '.join(repr(str(v)) for v in value)}")
         else:
-            for item in value if isinstance(value, list) else [value]:
-                parts.append(f"{flag} {item}")
+            parts.append(f"{flag} {value}")
     return " ".join(parts)
+
+
+def options(section):
+    """All keys of a config section as `--key value` (see cli_options)."""
+    return cli_options(section)
 
 
 def download_args():
@@ -151,9 +172,37 @@ def all_shards(wildcards=None):
     return [s for g in GENOMES for s in shards(g)]
 
 
-def train_config():
-    """The `flashrna train` config: config train.config plus the workflow's data and model."""
-    cfg = yaml.safe_load(yaml.safe_dump(config["train"]["config"])) or {}
+# -- Training configs: written once per change (their mtime means something) ----------------
+
+
+def write_if_changed(path, text):
+    """Write a derived config only when its content changes."""
+    path = Path(path)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return str(path)
+
+
+def checked_train_config(cfg, where, over=None):
+    """`cfg` (with the mapping `over` merged over it) if `flashrna train` accepts it: every key
+    known, valid choices; else a clear error naming the config key, before any job runs.
+    """
+    try:
+        if over:
+            cfg = merge_config(load_config(overrides=copy.deepcopy(cfg)), over, where)
+        load_config(overrides=copy.deepcopy(cfg))
+    except FlashRNAError as err:
+        raise ValueError(f"config {str(err).replace('--set', where)}") from None
+    return cfg
+
+
+def members_config():
+    """The `flashrna train` config of the members: config train.config, the model preset and
+    each species' shards, assays and genome."""
+    cfg = copy.deepcopy(config["train"]["config"])
     cfg.setdefault("model", {})["preset"] = config["model"]["preset"]
     species = cfg.setdefault("data", {}).setdefault("species", {})
     for name, spec in SPECIES.items():
@@ -162,26 +211,47 @@ def train_config():
             "assays": spec["assays"],
             "genome": f"{DATA}/genome/{spec['genome']}.ml.fa",
         }
-    return cfg
+    return checked_train_config(cfg, "train.config")
 
 
-def write_if_changed(path, text):
-    """Write a derived config only when its content changes (so its mtime means something)."""
-    path = Path(path)
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return str(path)
+def student_config():
+    """The members' config with config distill.config over it."""
+    return checked_train_config(
+        members_config(), "distill.config", config["distill"]["config"]
+    )
+
+
+def chip_config():
+    """ChIP fine-tuning: config train.config without its species (the run's only head is the
+    new one) and config finetune.chip.config over it; `flashrna finetune chip` adds the rest.
+    """
+    cfg = copy.deepcopy(config["train"]["config"])
+    cfg.get("data", {}).pop("species", None)
+    extra = config["finetune"]["chip"].get("config") or {}
+    return checked_train_config(cfg, "finetune.chip.config", extra)
+
+
+def _dump(cfg):
+    return yaml.safe_dump(cfg, sort_keys=False)
 
 
 TRAIN_CONFIG = write_if_changed(
-    f"{RESULTS}/configs/train.yaml", yaml.safe_dump(train_config(), sort_keys=False)
+    f"{RESULTS}/configs/train.yaml", _dump(members_config())
+)
+DISTILL_CONFIG = write_if_changed(
+    f"{RESULTS}/configs/distill.yaml", _dump(student_config())
+)
+CHIP_CONFIG = write_if_changed(
+    f"{RESULTS}/configs/finetune-chip.yaml", _dump(chip_config())
 )
 
 
+# -- Models behind an evaluated name -----------------------------------------------------------
+
+
 def model_dirs(name):
-    """Model directories behind an evaluated model name: memberN, ensembleN, distilled; none
-    for a baseline (borzoiN, flashzoiN: weights from borzoi-pytorch)."""
+    """Model directories behind an evaluated model name: memberN, ensembleN (members 0..N-1),
+    distilled; none for a baseline (borzoiN, flashzoiN: weights from borzoi-pytorch)."""
     if name.startswith("member"):
         return [f"{RESULTS}/models/{name}/model"]
     if name.startswith("ensemble"):
@@ -196,9 +266,13 @@ def model_files(wildcards):
 
 
 def model_args(wildcards):
-    """`--model DIR...` of a FlashRNA model or ensemble, `--baseline NAME` of a baseline."""
+    """`--model DIR...` of a FlashRNA model or ensemble (one option: the mean of the members),
+    `--baseline NAME` of a baseline (borzoi0 -> borzoi-0)."""
     dirs = model_dirs(wildcards.model)
-    return f"--model {' '.join(dirs)}" if dirs else f"--baseline {wildcards.model}"
+    if dirs:
+        return f"--model {' '.join(dirs)}"
+    name = wildcards.model
+    return f"--baseline {name.rstrip('0123456789')}-{name[len(name.rstrip('0123456789')):]}"
 
 
 # -- input functions of the rule files ------------------------------------------------------
@@ -217,8 +291,8 @@ def teacher_inputs(wildcards):
     return [s for g in GENOMES for s in shards(g, ("train", "valid"))]
 
 
-def test_shards(wildcards):
-    return [s for g in GENOMES for s in shards(g, ("test",))]
+def human_test_shards(wildcards):
+    return shards(HUMAN, ("test",))
 
 
 def chip_shards(wildcards):
@@ -227,3 +301,8 @@ def chip_shards(wildcards):
 
 def assays_of(genome):
     return next(s["assays"] for s in SPECIES.values() if s["genome"] == genome)
+
+
+def heads_of(run):
+    """The track tables a finished training run's model/ holds: targets-<head>.txt."""
+    return [f"{run}/model/targets-{name}.txt" for name in SPECIES]

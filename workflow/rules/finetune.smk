@@ -1,13 +1,24 @@
-"""Fine-tuning the pretrained replicate 0 (`flashrna finetune`): ChIP-seq (head only, full),
-RNA half-life (Saluki data) and translation efficiency (RiboNN data)."""
+"""Fine-tuning replicate 0 (`flashrna finetune`): a ChIP-seq head (head only, and full; Table 3),
+RNA half-life (Saluki data) and translation efficiency (RiboNN data; Table 4).
+
+ChIP runs are `flashrna train` runs (model/ marks them finished; checkpoints make them
+resumable, as in train.smk). Half-life and TE run their folds in one job each (in head mode the
+trunk's embeddings are computed once and cached for every fold); folds already done are skipped
+when a job is retried, and the job ends by gathering the folds into pearson.csv and summary.json
+(as `flashrna finetune aggregate` does). pearson.csv, not an output, marks a finished run: a
+rerun snakemake asks for (summary.json removed) starts afresh, as training runs do.
+"""
 
 
 rule finetune_chip:
     input:
         chip_shards,
+        genome=f"{DATA}/genome/{HUMAN}.ml.fa",
         model=f"{PRETRAINED}/model.safetensors",
+        config=CHIP_CONFIG,
     output:
-        f"{RESULTS}/finetune/chip-{{mode}}/model/model.safetensors",
+        model=f"{RESULTS}/finetune/chip-{{mode}}/model/model.safetensors",
+        tracks=f"{RESULTS}/finetune/chip-{{mode}}/model/targets-chip.txt",
     log:
         f"{LOGS}/finetune/chip-{{mode}}.log",
     benchmark:
@@ -21,12 +32,33 @@ rule finetune_chip:
         **resources("finetune"),
     params:
         pretrained=lambda wc, input: str(Path(input.model).parent),
-        run=lambda wc, output: str(Path(output[0]).parents[1]),
+        run=lambda wc, output: str(Path(output.model).parents[1]),
         shards=f"{RESULTS}/chip_shards/{HUMAN}",
-        extra=options(config["finetune"]["chip"]),
+        options=cli_options(
+            config["finetune"]["chip"],
+            ("epochs", "learning_rate", "warmup_steps", "trunk_lr_scale"),
+        ),
     shell:
+        "(set_aside_finished_run {params.run} {output.model}; "
         "flashrna finetune chip --model {params.pretrained} --shards {params.shards} "
-        "--mode {wildcards.mode} --out {params.run} {params.extra} >> {log} 2>&1"
+        "--mode {wildcards.mode} --head chip --genome {input.genome} "
+        "--config {input.config} {params.options} --out {params.run}) >> {log} 2>&1"
+
+
+PROPERTY_KEYS = (
+    "folds",
+    "mode",
+    "pooling",
+    "hidden",
+    "dropout",
+    "epochs",
+    "patience",
+    "batch_size",
+    "lr",
+    "trunk_lr",
+    "weight_decay",
+    "seed",
+)
 
 
 rule finetune_halflife:
@@ -34,7 +66,7 @@ rule finetune_halflife:
         data=f"{DATA}/saluki/record.tsv",
         model=f"{PRETRAINED}/model.safetensors",
     output:
-        f"{RESULTS}/finetune/halflife/summary.json",
+        summary=f"{RESULTS}/finetune/halflife/summary.json",
     log:
         f"{LOGS}/finetune/halflife.log",
     benchmark:
@@ -46,13 +78,13 @@ rule finetune_halflife:
         **resources("finetune"),
     params:
         pretrained=lambda wc, input: str(Path(input.model).parent),
-        data=f"{DATA}/saluki/datasets/deeplearning/train_gru",
-        run=lambda wc, output: str(Path(output[0]).parent),
-        folds=" ".join(map(str, HALFLIFE_FOLDS)),
-        extra=options(config["finetune"]["halflife"]),
+        data=lambda wc, input: f"{Path(input.data).parent}/datasets/deeplearning/train_gru",
+        out=lambda wc, output: str(Path(output.summary).parent),
+        options=cli_options(config["finetune"]["halflife"], PROPERTY_KEYS),
     shell:
+        "(set_aside_finished_run {params.out} {output.summary} pearson.csv; "
         "flashrna finetune halflife --model {params.pretrained} --data {params.data} "
-        "--folds {params.folds} --out {params.run} {params.extra} >> {log} 2>&1"
+        "--species human {params.options} --out {params.out}) > {log} 2>&1"
 
 
 rule finetune_te:
@@ -60,7 +92,7 @@ rule finetune_te:
         data=f"{DATA}/ribonn/te_human.tsv",
         model=f"{PRETRAINED}/model.safetensors",
     output:
-        f"{RESULTS}/finetune/te/summary.json",
+        summary=f"{RESULTS}/finetune/te/summary.json",
     log:
         f"{LOGS}/finetune/te.log",
     benchmark:
@@ -72,8 +104,11 @@ rule finetune_te:
         **resources("finetune"),
     params:
         pretrained=lambda wc, input: str(Path(input.model).parent),
-        run=lambda wc, output: str(Path(output[0]).parent),
-        extra=options(config["finetune"]["te"]),
+        out=lambda wc, output: str(Path(output.summary).parent),
+        options=cli_options(
+            config["finetune"]["te"], (*PROPERTY_KEYS, "targets", "num_folds")
+        ),
     shell:
+        "(set_aside_finished_run {params.out} {output.summary} pearson.csv; "
         "flashrna finetune te --model {params.pretrained} --data {input.data} "
-        "--out {params.run} {params.extra} >> {log} 2>&1"
+        "{params.options} --out {params.out}) > {log} 2>&1"

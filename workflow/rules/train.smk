@@ -1,7 +1,15 @@
 """Training: the ensemble members (seeds 0..members-1; members 0..replicates-1 are the Table 1-3
 replicates, so no model is trained twice), the ensemble's predictions over the training windows,
-and the distilled student. Training resumes from its own checkpoints when a job is retried or
-requeued: the run directory is not an output, only its finished model/ is."""
+and the distilled student.
+
+Priority: these jobs are the critical path of the DAG (every table waits for the distilled
+model or the members), so they run first and evaluations fill the free cores.
+
+Resume: a training job's outputs are only the finished model (model/model.safetensors and its
+track tables); its run directory, with the checkpoints, is not an output, so snakemake leaves it
+in place when a job fails, is preempted (SIGTERM: the trainer writes a checkpoint first) or runs
+out of time, and the retried or requeued job continues from the newest checkpoint exactly.
+"""
 
 
 rule train:
@@ -10,23 +18,26 @@ rule train:
         genome_inputs,
         config=TRAIN_CONFIG,
     output:
-        f"{RESULTS}/models/member{{member}}/model/model.safetensors",
+        model=f"{RESULTS}/models/member{{member}}/model/model.safetensors",
+        tracks=heads_of(f"{RESULTS}/models/member{{member}}"),
     log:
         f"{LOGS}/train/member{{member}}.log",
     benchmark:
         f"{BENCH}/train/member{{member}}.tsv"
     wildcard_constraints:
         member=r"\d+",
+    priority: 10
     conda:
         "../../envs/flashrna.yaml"
     threads: threads("train")
     resources:
         **resources("train"),
     params:
-        run=lambda wc, output: str(Path(output[0]).parents[1]),
+        run=lambda wc, output: str(Path(output.model).parents[1]),
     shell:
+        "(set_aside_finished_run {params.run} {output.model}; "
         "flashrna train --config {input.config} --seed {wildcards.member} "
-        "--out {params.run} >> {log} 2>&1"
+        "--out {params.run}) >> {log} 2>&1"
 
 
 rule ensemble_predict:
@@ -42,44 +53,53 @@ rule ensemble_predict:
         f"{LOGS}/ensemble_predict/ensemble{TEACHER}.log",
     benchmark:
         f"{BENCH}/ensemble_predict/ensemble{TEACHER}.tsv"
+    priority: 10
     conda:
         "../../envs/flashrna.yaml"
     threads: threads("predict")
     resources:
         **resources("predict"),
     params:
-        models=" ".join(f"{RESULTS}/models/member{m}/model" for m in range(TEACHER)),
-        shards=f"{RESULTS}/shards",
-        extra=options(config["ensemble"]),
+        models=lambda wc, input: " ".join(
+            f"--model {Path(m).parent}" for m in input.models
+        ),
+        shards=lambda wc, input: str(Path(input[0]).parents[1]),
+        options=cli_options(config["ensemble"], ("batch_size", "one_at_a_time")),
     shell:
-        "for out in {output}; do "
-        "flashrna ensemble-predict --model {params.models} "
-        '--shards {params.shards}/"$(basename "$out")" --out "$out" {params.extra}; '
-        "done > {log} 2>&1"
+        "(for out in {output}; do "
+        "flashrna ensemble-predict {params.models} "
+        '--shards {params.shards}/"$(basename "$out")" --splits train valid --out "$out" '
+        "{params.options}; "
+        "done) > {log} 2>&1"
 
 
 rule distill:
     input:
+        teacher_inputs,
+        genome_inputs,
         teachers=expand(f"{RESULTS}/teacher/{{genome}}", genome=GENOMES),
-        config=TRAIN_CONFIG,
+        config=DISTILL_CONFIG,
     output:
-        f"{RESULTS}/models/distilled/model/model.safetensors",
+        model=f"{RESULTS}/models/distilled/model/model.safetensors",
+        tracks=heads_of(f"{RESULTS}/models/distilled"),
     log:
         f"{LOGS}/distill/distilled.log",
     benchmark:
         f"{BENCH}/distill/distilled.tsv"
+    priority: 10
     conda:
         "../../envs/flashrna.yaml"
     threads: threads("train")
     resources:
         **resources("train"),
     params:
-        run=lambda wc, output: str(Path(output[0]).parents[1]),
+        run=lambda wc, output: str(Path(output.model).parents[1]),
         teachers=" ".join(
             f"--teacher {name}={RESULTS}/teacher/{spec['genome']}"
             for name, spec in SPECIES.items()
         ),
         weight=config["distill"].get("target_weight", 0.0),
     shell:
+        "(set_aside_finished_run {params.run} {output.model}; "
         "flashrna distill --config {input.config} {params.teachers} "
-        "--target-weight {params.weight} --out {params.run} >> {log} 2>&1"
+        "--target-weight {params.weight} --out {params.run}) >> {log} 2>&1"
