@@ -34,7 +34,7 @@ eqtl-benchmark
     used. Other columns (``allele2``, an unnamed index) are ignored.
 
     Steps: keep ``pip > --min-pip`` (0.9); map each tissue to one Borzoi GTEx description through
-    the committed table ``flashrna/data/gtex_tissues.tsv`` (``--tissue-map``); a tissue's tracks
+    the committed table ``flashrna/resources/gtex_tissues.tsv`` (``--tissue-map``); a tissue's tracks
     are the head's tracks whose description equals it *and* whose identifier contains ``GTEX``
     (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
     Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts ->
@@ -93,7 +93,7 @@ log = logging.getLogger(__name__)
 
 SPACES = ("squashed", "counts", "log")
 STATE_FILE = "evaluate-tracks.state.npz"
-TISSUE_MAP = Path(__file__).parent / "data" / "gtex_tissues.tsv"
+TISSUE_MAP = Path(__file__).parent / "resources" / "gtex_tissues.tsv"
 
 
 # --------------------------------------------------------------------------------------------

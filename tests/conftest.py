@@ -29,6 +29,9 @@ def device(request) -> torch.device:
 
 
 def pytest_collection_modifyitems(config, items):
+    # Slow tests first: under pytest-xdist one worker starts the end-to-end demo run at once
+    # while the other works through the fast tests, instead of the demo running alone at the end.
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if torch.cuda.is_available():
         return
     skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
