@@ -104,10 +104,11 @@ def benchmark_module(
     warmup: int,
     steps: int,
     clock: Callable[[], float] = time.perf_counter,
-) -> dict[str, float | int]:
-    """Forward (eval, no grad) and forward+backward (train) throughput of ``forward(model, x)``
-    on a batch ``sequence`` (B, L), with peak memory of each phase (``clock``: as
-    :func:`time_steps`)."""
+    train: bool = True,
+) -> dict[str, float | int | None]:
+    """Forward (eval, no grad) and, unless ``train`` is false, forward+backward (train)
+    throughput of ``forward(model, x)`` on a batch ``sequence`` (B, L), with peak memory of each
+    phase (``clock``: as :func:`time_steps`)."""
     batch = sequence.shape[0]
     model.to(device)
 
@@ -125,16 +126,19 @@ def benchmark_module(
     reset_peak_memory(device)
     forward_seconds = time_steps(run_forward, device, warmup, steps, clock)
     forward_memory = peak_memory_bytes(device)
-    model.train()
-    reset_peak_memory(device)
-    train_seconds = time_steps(run_train, device, warmup, steps, clock)
-    train_memory = peak_memory_bytes(device)
-    return {
+    result = {
         "forward_examples_per_s": batch / forward_seconds,
-        "train_examples_per_s": batch / train_seconds,
+        "train_examples_per_s": None,
         "forward_peak_memory_bytes": forward_memory,
-        "train_peak_memory_bytes": train_memory,
+        "train_peak_memory_bytes": None,
     }
+    if train:
+        model.train()
+        reset_peak_memory(device)
+        train_seconds = time_steps(run_train, device, warmup, steps, clock)
+        result["train_examples_per_s"] = batch / train_seconds
+        result["train_peak_memory_bytes"] = peak_memory_bytes(device)
+    return result
 
 
 def register_model_bench(parser: argparse.ArgumentParser) -> None:
@@ -153,6 +157,11 @@ def register_model_bench(parser: argparse.ArgumentParser) -> None:
         help="run fp32 on CUDA too (bf16 autocast is the default there)",
     )
     parser.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    parser.add_argument(
+        "--forward-only",
+        action="store_true",
+        help="skip forward+backward (e.g. long inputs on a CPU, where training would not fit)",
+    )
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--output", help="write the result as JSON here")
     parser.set_defaults(run=_run_model_bench)
@@ -180,6 +189,7 @@ def _run_model_bench(args: argparse.Namespace) -> None:
         autocast=autocast,
         warmup=args.warmup,
         steps=args.steps,
+        train=not args.forward_only,
     )
     result = {
         "benchmark": "model",
@@ -202,9 +212,10 @@ def _run_model_bench(args: argparse.Namespace) -> None:
         f"  forward          {numbers['forward_examples_per_s']:10.3f} examples/s   peak "
         f"{numbers['forward_peak_memory_bytes'] / 2**30:.2f} GiB"
     )
-    print(
-        f"  forward+backward {numbers['train_examples_per_s']:10.3f} examples/s   peak "
-        f"{numbers['train_peak_memory_bytes'] / 2**30:.2f} GiB"
-    )
+    if numbers["train_examples_per_s"] is not None:
+        print(
+            f"  forward+backward {numbers['train_examples_per_s']:10.3f} examples/s   peak "
+            f"{numbers['train_peak_memory_bytes'] / 2**30:.2f} GiB"
+        )
     if args.output:
         write_json(args.output, result)

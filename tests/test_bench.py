@@ -108,3 +108,13 @@ def test_bench_model_exits_cleanly(tmp_path):
     argv = ["bench", "model", "--preset", "tiny", "--length", "512", "--device", "cpu"]
     assert main([*argv, "--steps", "1", "--warmup", "0", "--output", str(output)]) == 0
     assert json.loads(output.read_text())["forward_examples_per_s"] > 0
+
+
+def test_bench_model_forward_only_skips_training(tmp_path):
+    output = tmp_path / "model.json"
+    argv = ["bench", "model", "--preset", "tiny", "--length", "512", "--device", "cpu"]
+    argv += ["--steps", "1", "--warmup", "0", "--forward-only", "--output", str(output)]
+    assert main(argv) == 0
+    result = json.loads(output.read_text())
+    assert result["forward_examples_per_s"] > 0
+    assert result["train_examples_per_s"] is None and result["train_peak_memory_bytes"] is None
