@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from flashrna.model import BIN_SIZE
-from flashrna.utils import FlashRNAError, open_text
+from flashrna.utils import FlashRNAError, open_text, tab_separated_lines
 
 # Whole attribute names only: not ref_gene_id, havana_gene_name, ...
 _GENE_ID = re.compile(r'(?:^|\s)gene_id "([^"]*)"')
@@ -112,10 +112,7 @@ class Annotation:
         info: dict[str, tuple[str, str, str, int]] = {}  # gene_id -> name, chrom, strand, line
         try:
             with open_text(path) as handle:
-                for line_no, line in enumerate(handle, start=1):
-                    if line.startswith("#") or not line.strip():
-                        continue
-                    fields = line.rstrip("\n").split("\t")
+                for line_no, fields in tab_separated_lines(handle):
                     if len(fields) < 9:
                         raise FlashRNAError(
                             f"{path}:{line_no}: expected 9 tab-separated GTF fields, "

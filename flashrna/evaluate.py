@@ -34,18 +34,18 @@ eqtl-benchmark
     used. Other columns (``allele2``, an unnamed index) are ignored.
 
     Steps: keep ``pip > --min-pip`` (0.9); map each tissue to one Borzoi GTEx description through
-    the committed table ``flashrna/resources/gtex_tissues.tsv`` (``--tissue-map``); a tissue's tracks
-    are the head's tracks whose description equals it *and* whose identifier contains ``GTEX``
-    (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
-    Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts ->
-    ``RNA:skin``, the three arteries -> ``RNA:blood_vessel``); score every distinct variant once
-    with :class:`flashrna.variants.VariantScorer` (logSED, ``--units``), or read the scores of an
-    earlier ``score-variants`` run (``--scores``, e.g. ``score-variants --eqtls``); a
-    variant-gene pair's score is the mean logSED over the tissue's tracks, negated when the scored
-    REF is not ``allele1``; a gene with no exon in the window scores 0 (no predicted effect, as in
-    Borzoi); variants that cannot be scored (REF mismatch, missing contig, indel) are left out
-    and counted. Per tissue with more than ``--min-variants`` (32) scored pairs: Spearman ρ of
-    score against ``beta_posterior``; the benchmark is the mean ρ over those tissues.
+    the committed table ``flashrna/resources/gtex_tissues.tsv`` (``--tissue-map``); a tissue's
+    tracks are the head's tracks whose description equals it *and* whose identifier contains
+    ``GTEX`` (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
+    Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts -> ``RNA:skin``,
+    the three arteries -> ``RNA:blood_vessel``); score every distinct variant once with
+    :class:`flashrna.variants.VariantScorer` (logSED, ``--units``), or read the scores of an earlier
+    ``score-variants`` run (``--scores``, e.g. ``score-variants --eqtls``); a variant-gene pair's
+    score is the mean logSED over the tissue's tracks, negated when the scored REF is not
+    ``allele1``; a gene with no exon in the window scores 0 (no predicted effect, as in Borzoi);
+    variants that cannot be scored (REF mismatch, missing contig, indel) are left out and counted.
+    Per tissue with more than ``--min-variants`` (32) scored pairs: Spearman ρ of score against
+    ``beta_posterior``; the benchmark is the mean ρ over those tissues.
 
     Outputs in ``--out``: ``tissues.csv`` (``tissue description tracks eqtls scored
     outside_window not_scored flipped spearman included``), ``eqtls.csv`` (each pair with its

@@ -14,7 +14,7 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -182,6 +182,15 @@ def open_text(path: str | os.PathLike):
     if path.suffix in (".gz", ".bgz"):
         return gzip.open(path, "rt")
     return open(path)
+
+
+def tab_separated_lines(handle: Iterable[str]) -> Iterator[tuple[int, list[str]]]:
+    """(1-based line number, tab-separated fields) of each line that is neither blank nor a
+    ``#`` comment (GTF, VCF)."""
+    for line_no, line in enumerate(handle, start=1):
+        if line.startswith("#") or not line.strip():
+            continue
+        yield line_no, line.rstrip("\n").split("\t")
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -67,6 +67,7 @@ from flashrna.utils import (
     atomic_path,
     open_text,
     resolve_device,
+    tab_separated_lines,
     write_json,
 )
 
@@ -131,10 +132,7 @@ def read_vcf(path: str | Path) -> Iterator[Variant | Skipped]:
     path = Path(path)
     try:
         with open_text(path) as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if line.startswith("#") or not line.strip():
-                    continue
-                fields = line.rstrip("\n").split("\t")
+            for line_no, fields in tab_separated_lines(handle):
                 if len(fields) < 5 or not fields[1].isdigit():
                     yield Skipped(
                         "malformed",
