@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,9 +41,60 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip_gpu)
 
 
-# Planted-signal shards for the training and prediction tests (tests/test_train.py,
-# tests/test_predict.py): short inputs, so tiny models learn them in seconds on a CPU.
+# Planted-signal shards for the training, prediction and fine-tuning tests (tests/test_train.py,
+# tests/test_predict.py, tests/test_finetune.py): short inputs, so tiny models learn them in
+# seconds on a CPU.
 PLANTED_MOTIF = "GATTACAG"  # not its own reverse complement, so strands differ
+
+
+def reverse_complement_text(word: str) -> str:
+    return word[::-1].translate(str.maketrans("ACGT", "TGCA"))
+
+
+def planted_text(rng, length: int, words: tuple[str, ...], copies: int = 3) -> str:
+    """Random DNA of ``length`` bp with each of ``words`` written over it ``copies`` times at
+    random places (in the order ``words * copies``; later copies may overwrite earlier ones)."""
+    text = ["ACGT"[i] for i in rng.integers(0, 4, length)]
+    for word in words * copies:
+        at = int(rng.integers(0, length - len(word)))
+        text[at : at + len(word)] = word
+    return "".join(text)
+
+
+def centre_bins(text: str, word: str) -> Iterator[int]:
+    """The 32-bp bin of the centre of every occurrence of ``word`` in ``text`` (found by
+    scanning, overlapping and chance occurrences included)."""
+    at = text.find(word)
+    while at >= 0:
+        yield (at + len(word) // 2) // 32
+        at = text.find(word, at + 1)
+
+
+def write_window_shard(
+    path: Path, sequences, targets, table, *, label: str, start: int, crop_bins: int
+) -> int:
+    """Write ``sequences`` (N, L) and uncropped ``targets`` (N, L/32, T) as a human shard of
+    windows on ``chrP`` placed 2·L apart from ``start``, keeping the targets' central bins
+    (``crop_bins`` dropped each side); returns the start of the next shard's windows."""
+    import numpy as np
+    import pandas as pd
+
+    from flashrna.data import write_shard
+
+    count, seq_length = sequences.shape
+    bins = seq_length // 32
+    starts = start + np.arange(count) * seq_length * 2 + crop_bins * 32
+    windows = pd.DataFrame(
+        {
+            "chrom": "chrP",
+            "start": starts,
+            "end": starts + (bins - 2 * crop_bins) * 32,
+            "label": label,
+        }
+    )
+    crop = slice(crop_bins, bins - crop_bins)
+    write_shard(path, sequences, targets[:, crop], windows, table, "human")
+    return start + count * seq_length * 2
 
 
 def write_planted_shards(
@@ -64,15 +116,13 @@ def write_planted_shards(
     import numpy as np
     import pandas as pd
 
-    from flashrna.data import write_shard
     from flashrna.genome import encode_sequence
     from flashrna.tracks import TrackTable
 
     counts = counts or {"train": 64, "valid": 32, "test": 32}
     rng = np.random.default_rng(seed)
     bins = seq_length // 32
-    motif = PLANTED_MOTIF
-    reverse = motif[::-1].translate(str.maketrans("ACGT", "TGCA"))
+    words = (PLANTED_MOTIF, reverse_complement_text(PLANTED_MOTIF))
     table = TrackTable(
         pd.DataFrame(
             {
@@ -89,54 +139,28 @@ def write_planted_shards(
         ),
         source="planted tracks",
     )
-    offset = 0
+    start = 0
     for label, count in counts.items():
         for shard, first in enumerate(range(0, count, per_shard)):
             n = min(per_shard, count - first)
             sequences = np.empty((n, seq_length), np.uint8)
             targets = np.zeros((n, bins, 3), np.float32)
             for k in range(n):
-                text = list("ACGT"[i] for i in rng.integers(0, 4, seq_length))
-                for word in (motif, reverse) * 3:
-                    at = int(rng.integers(0, seq_length - len(word)))
-                    text[at : at + len(word)] = word
-                text = "".join(text)
+                text = planted_text(rng, seq_length, words)
                 sequences[k] = encode_sequence(text)
-                for track, word in ((0, motif), (1, reverse)):
-                    at = text.find(word)
-                    while at >= 0:
-                        b = (at + len(word) // 2) // 32
+                for track, word in enumerate(words):
+                    for b in centre_bins(text, word):
                         targets[k, b, track] = 3.0
                         targets[k, max(b - 1, 0) : b + 2, 2] += 1.0
                         targets[k, b, 2] += 1.0
-                        at = text.find(word, at + 1)
             targets[..., 2] = np.minimum(targets[..., 2], 2.0)
-            starts = offset + np.arange(n) * seq_length * 2 + crop_bins * 32
-            offset += n * seq_length * 2
-            windows = pd.DataFrame(
-                {
-                    "chrom": "chrP",
-                    "start": starts,
-                    "end": starts + (bins - 2 * crop_bins) * 32,
-                    "label": label,
-                }
-            )
-            crop = slice(crop_bins, bins - crop_bins)
-            write_shard(
-                root / f"{label}-{shard}", sequences, targets[:, crop], windows, table, "human"
+            start = write_window_shard(
+                root / f"{label}-{shard}",
+                sequences,
+                targets,
+                table,
+                label=label,
+                start=start,
+                crop_bins=crop_bins,
             )
     return root
-
-
-def save_tiny_model(directory, tracks, seed: int = 0, **overrides):
-    """Save a randomly initialised ``tiny`` FlashRNA model whose human head has one output per
-    row of the TrackTable ``tracks`` (strand pairs set) and ``tracks`` as its
-    ``targets-human.txt``, as ``flashrna train`` writes it."""
-    from flashrna.model import build_model, save_model
-
-    torch.manual_seed(seed)
-    model = build_model("tiny", heads={"human": len(tracks)}, **overrides)
-    model.set_strand_pair("human", tracks.strand_pair)
-    save_model(model, directory)
-    tracks.write(Path(directory) / "targets-human.txt")
-    return Path(directory)

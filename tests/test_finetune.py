@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from conftest import centre_bins, planted_text, reverse_complement_text, write_window_shard
 from safetensors.torch import load_file
 
 from flashrna.cli import main as cli_main
-from flashrna.data import ShardSet, write_shard
+from flashrna.data import ShardSet
 from flashrna.finetune import chip_settings
 from flashrna.genome import encode_sequence
 from flashrna.model import build_model, load_model, predict, save_model
@@ -35,10 +36,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def reverse_complement(word: str) -> str:
-    return word[::-1].translate(str.maketrans("ACGT", "TGCA"))
 
 
 def write_chip_shards(root: Path, counts=None, seed: int = 0) -> Path:
@@ -69,40 +66,30 @@ def write_chip_shards(root: Path, counts=None, seed: int = 0) -> Path:
         source="planted ChIP tracks",
     )
     bins = SEQ_LENGTH // 32
-    words = (MOTIF, reverse_complement(MOTIF))
-    offset = 0
+    words = (MOTIF, reverse_complement_text(MOTIF))
+    start = 0
     for label, n in counts.items():
         sequences = np.empty((n, SEQ_LENGTH), np.uint8)
         centre = np.zeros((n, bins), bool)
         for k in range(n):
-            text = ["ACGT"[i] for i in rng.integers(0, 4, SEQ_LENGTH)]
-            for word in words * 3:
-                at = int(rng.integers(0, SEQ_LENGTH - len(word)))
-                text[at : at + len(word)] = word
-            text = "".join(text)
+            text = planted_text(rng, SEQ_LENGTH, words)
             sequences[k] = encode_sequence(text)
             for word in words:
-                at = text.find(word)
-                while at >= 0:
-                    centre[k, (at + len(word) // 2) // 32] = True
-                    at = text.find(word, at + 1)
+                centre[k, list(centre_bins(text, word))] = True
         beside = np.zeros_like(centre)
         beside[:, 1:] |= centre[:, :-1]
         beside[:, :-1] |= centre[:, 1:]
         beside &= ~centre
         targets = np.stack([2.0 * centre + beside, 3.0 * centre, 1.0 * beside], axis=-1)
-        starts = offset + np.arange(n) * SEQ_LENGTH * 2 + CROP_BINS * 32
-        offset += n * SEQ_LENGTH * 2
-        windows = pd.DataFrame(
-            {
-                "chrom": "chrP",
-                "start": starts,
-                "end": starts + (bins - 2 * CROP_BINS) * 32,
-                "label": label,
-            }
+        start = write_window_shard(
+            root / f"{label}-0",
+            sequences,
+            targets,
+            table,
+            label=label,
+            start=start,
+            crop_bins=CROP_BINS,
         )
-        crop = slice(CROP_BINS, bins - CROP_BINS)
-        write_shard(root / f"{label}-0", sequences, targets[:, crop], windows, table, "human")
     return root
 
 
