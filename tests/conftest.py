@@ -164,3 +164,17 @@ def write_planted_shards(
                 crop_bins=crop_bins,
             )
     return root
+
+
+def save_tiny_model(directory, tracks, seed: int = 0, **overrides):
+    """Save a randomly initialised ``tiny`` FlashRNA model whose human head has one output per
+    row of the TrackTable ``tracks`` (strand pairs set) and ``tracks`` as its
+    ``targets-human.txt``, as ``flashrna train`` writes it."""
+    from flashrna.model import build_model, save_model
+
+    torch.manual_seed(seed)
+    model = build_model("tiny", heads={"human": len(tracks)}, **overrides)
+    model.set_strand_pair("human", tracks.strand_pair)
+    save_model(model, directory)
+    tracks.write(Path(directory) / "targets-human.txt")
+    return Path(directory)
