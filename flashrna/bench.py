@@ -5,7 +5,7 @@
 - ``data``: TFRecord conversion MB/s and loader examples/s at full Borzoi size
   (:func:`flashrna.data.register_bench`).
 - ``compare``: FlashRNA against Borzoi from borzoi-pytorch, Figure 1
-  (:func:`flashrna.baselines.register_bench`).
+  (:func:`flashrna.figure1.register_compare`).
 
 Benchmarks are never run as timed tests; measured numbers are recorded under ``bench/``.
 """
@@ -25,9 +25,15 @@ import torch
 from flashrna.utils import FlashRNAError, resolve_device, write_json
 
 BENCHMARKS = {
-    "model": ("flashrna.bench", "model throughput and peak memory"),
-    "data": ("flashrna.data", "conversion MB/s and loader examples/s at full Borzoi size"),
-    "compare": ("flashrna.baselines", "FlashRNA against Borzoi on this device (Figure 1)"),
+    "model": ("flashrna.bench:register_model_bench", "model throughput and peak memory"),
+    "data": (
+        "flashrna.data:register_bench",
+        "conversion MB/s and loader examples/s at full Borzoi size",
+    ),
+    "compare": (
+        "flashrna.figure1:register_compare",
+        "FlashRNA against Borzoi on this device (Figure 1)",
+    ),
 }
 
 
@@ -35,19 +41,15 @@ def register_bench(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(
         dest="benchmark", required=True, metavar="{model,data,compare}"
     )
-    for name, (module, text) in BENCHMARKS.items():
+    for name, (target, text) in BENCHMARKS.items():
         sub = subparsers.add_parser(
             name,
             help=text,
             description=text[0].upper() + text[1:] + ".",
             formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         )
-        register = (
-            register_model_bench
-            if name == "model"
-            else (importlib.import_module(module).register_bench)
-        )
-        register(sub)
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)(sub)
 
 
 def device_description(device: torch.device) -> str:

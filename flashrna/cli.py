@@ -32,9 +32,15 @@ STEPS: dict[str, tuple[str, str]] = {
     "ensemble-predict": ("flashrna.predict", "write an ensemble's predictions as target shards"),
     "distill": ("flashrna.train", "train one student on an ensemble's predictions"),
     "finetune": ("flashrna.finetune", "fine-tune on ChIP-seq tracks, RNA half-life or TE"),
-    "evaluate-tracks": ("flashrna.evaluate", "track Pearson on held-out windows (Tables 1, 3)"),
+    "evaluate-tracks": (
+        "flashrna.evaluate.tracks",
+        "track Pearson on held-out windows (Tables 1, 3)",
+    ),
     "score-variants": ("flashrna.variants", "SED/logSED variant effects per gene and track"),
-    "eqtl-benchmark": ("flashrna.evaluate", "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)"),
+    "eqtl-benchmark": (
+        "flashrna.evaluate.eqtl",
+        "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)",
+    ),
     "report": ("flashrna.report", "the paper's tables and figures from this run's results"),
     "bench": ("flashrna.bench", "speed and memory benchmarks (model, data, compare)"),
 }

@@ -98,7 +98,7 @@ def build_matched(name: str, dim: int, layers: int, heads: int) -> nn.Module:
             mlp_hidden=2 * dim,
             heads={"human": BORZOI_TRACKS},
         )
-    from flashrna.baselines import build_borzoi
+    from flashrna.zoo.borzoi import build_borzoi
 
     return build_borzoi(
         {
@@ -116,8 +116,8 @@ def forward_function(name: str, device: torch.device) -> Callable[[nn.Module, to
     one-hot (B, 4, L) input is made inside the timed call, as FlashRNA makes its own."""
     if name == "flashrna":
         return lambda model, sequence: model(sequence, "human")
-    from flashrna.baselines import reset_relative_positions
     from flashrna.model import TOKEN_SIZE
+    from flashrna.zoo.borzoi import reset_relative_positions
 
     one_hot = torch.eye(5, device=device)[:, :4]
 

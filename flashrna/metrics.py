@@ -91,3 +91,8 @@ def per_group_mean(values: np.ndarray, groups: np.ndarray) -> dict[str, float]:
         selected = values[groups == group]
         out[str(group)] = float(np.nanmean(selected)) if np.isfinite(selected).any() else np.nan
     return out
+
+
+def finite_or_none(value: float) -> float | None:
+    """``value`` as a float, or None when it is NaN or infinite (JSON has no NaN)."""
+    return float(value) if np.isfinite(value) else None

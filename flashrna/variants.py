@@ -57,7 +57,6 @@ import pandas as pd
 import torch
 
 from flashrna.annotation import Annotation, Gene
-from flashrna.baselines import TrackModel, add_model_arguments, load_track_models
 from flashrna.genome import Genome, ReferenceMismatchError
 from flashrna.model import BIN_SIZE, predict
 from flashrna.tracks import TrackTable, unsquash
@@ -70,6 +69,7 @@ from flashrna.utils import (
     tab_separated_lines,
     write_json,
 )
+from flashrna.zoo import TrackModel, add_model_arguments, load_track_models
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def trim_version(gene_id: str) -> str:
 
 
 def read_eqtls(paths: Sequence[str | Path], min_pip: float = 0.9) -> pd.DataFrame:
-    """Fine-mapped eQTL tables (format: :mod:`flashrna.evaluate`, eqtl-benchmark) -> columns
+    """Fine-mapped eQTL tables (format: :mod:`flashrna.evaluate.eqtl`) -> columns
     ``tissue variant gene pip beta_posterior allele1`` with ``pip > min_pip``; ``gene`` without
     its version."""
     frames = []

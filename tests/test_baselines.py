@@ -15,17 +15,17 @@ from conftest import fixture_path
 
 pytest.importorskip("borzoi_pytorch", reason="borzoi-pytorch (the 'baselines' extra) is missing")
 
-from flashrna.baselines import (
+from flashrna.cli import main
+from flashrna.genome import Genome
+from flashrna.tracks import TrackTable
+from flashrna.utils import FlashRNAError
+from flashrna.zoo.borzoi import (
     BorzoiTracks,
     PortableFlashzoiAttention,
     borzoi_track_table,
     build_borzoi,
     hub_name,
 )
-from flashrna.cli import main
-from flashrna.genome import Genome
-from flashrna.tracks import TrackTable
-from flashrna.utils import FlashRNAError
 
 SMALL = {"dim": 128, "depth": 1, "heads": 2, "attn_dim_key": 16, "attn_dim_value": 32}
 LENGTH = 1024  # 32 output bins

@@ -13,13 +13,14 @@ import torch
 from conftest import fixture_path, save_tiny_model
 from scipy.stats import pearsonr, spearmanr
 
-from flashrna.baselines import load_flashrna
 from flashrna.cli import main
-from flashrna.evaluate import SPACES, TrackPearson, read_tissue_map, tissue_tracks
+from flashrna.evaluate.eqtl import read_tissue_map, tissue_tracks
+from flashrna.evaluate.tracks import SPACES, TrackPearson
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
 from flashrna.variants import eqtl_variants, read_eqtls
+from flashrna.zoo.interface import load_flashrna
 
 LENGTH, TARGET_BINS = 1024, 16  # 32 output bins; targets cover 16 of them
 

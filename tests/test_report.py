@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from flashrna.cli import main
-from flashrna.evaluate import SPACES, _summary, track_results
+from flashrna.evaluate.tracks import SPACES, _summary, track_results
 from flashrna.rnaprops import aggregate_folds
 from flashrna.tracks import TrackTable
 from flashrna.utils import write_json
@@ -69,7 +69,7 @@ def write_tracks(out: Path, r_counts: np.ndarray, names: list[str]) -> None:
 
 
 def write_eqtl(out: Path, rho: float) -> None:
-    """eqtl-benchmark's summary.json (the format of flashrna.evaluate._run_eqtl_benchmark)."""
+    """eqtl-benchmark's summary.json (the format of flashrna.evaluate.eqtl._run_eqtl_benchmark)."""
     write_json(
         out / "summary.json",
         {

@@ -14,7 +14,6 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from flashrna.annotation import Annotation
-from flashrna.baselines import TrackModel
 from flashrna.cli import main
 from flashrna.genome import Genome, decode_sequence, encode_sequence
 from flashrna.tracks import TrackTable
@@ -25,6 +24,7 @@ from flashrna.variants import (
     parse_variant_id,
     read_vcf,
 )
+from flashrna.zoo import TrackModel
 
 GENOME = "genome/hg38_1m.fa.gz"
 VCF = "variants/eqtl_hg38_1m.vcf"
