@@ -3,7 +3,7 @@
 - ``model``: forward and forward+backward throughput (examples/s) and peak memory of a preset at
   an input length on the current device.
 - ``data``: TFRecord conversion MB/s and loader examples/s at full Borzoi size
-  (:func:`flashrna.data.register_bench`).
+  (:func:`flashrna.data.benchmark.register_bench`).
 - ``compare``: FlashRNA against Borzoi from borzoi-pytorch, Figure 1
   (:func:`flashrna.figure1.register_compare`).
 
@@ -27,7 +27,7 @@ from flashrna.utils import FlashRNAError, resolve_device, write_json
 BENCHMARKS = {
     "model": ("flashrna.bench:register_model_bench", "model throughput and peak memory"),
     "data": (
-        "flashrna.data:register_bench",
+        "flashrna.data.benchmark:register_bench",
         "conversion MB/s and loader examples/s at full Borzoi size",
     ),
     "compare": (

@@ -1,9 +1,10 @@
 """The one command line: ``flashrna <step> [options]``.
 
-Step names match the workflow's rule names. Each step lives in the module that owns its concern,
-which exposes ``register_<step>(parser)``: it adds the step's options to ``parser`` and sets
-``parser.set_defaults(run=function)``. Modules are imported only for the step that runs, so
-``flashrna --help`` is instant and a step pays only for what it uses.
+Step names match the workflow's rule names. Each step lives in the module that owns its concern;
+:data:`STEPS` names its register function, which adds the step's options to ``parser`` and sets
+``parser.set_defaults(run=adapter)``; the adapter calls the step's library function. Modules are
+imported only for the step that runs, so ``flashrna --help`` is instant and a step pays only for
+what it uses.
 """
 
 from __future__ import annotations
@@ -14,35 +15,70 @@ import sys
 
 from flashrna import __version__
 
-# step -> (module, one-line help). Ordered as a user meets them.
+# step -> ("module:register function", one-line help), ordered as a user meets them. Each
+# register function adds the step's options and sets ``run`` to the step's adapter, which calls
+# the step's library function. A module is imported only for the step that runs.
 STEPS: dict[str, tuple[str, str]] = {
     "demo-data": (
-        "flashrna.demo",
+        "flashrna.demo:register_demo_data",
         "generate the embedded demo data set (genome, bucket, GTF, eQTLs)",
     ),
     "download": (
-        "flashrna.download",
+        "flashrna.download:register_download",
         "fetch data from a manifest (gsutil/gcloud/https), resumable",
     ),
-    "convert": ("flashrna.data", "convert one Borzoi TFRecord file into a training shard"),
-    "make-dataset": ("flashrna.data", "build shards from a FASTA, a BED of windows and bigWigs"),
-    "model-info": ("flashrna.model", "parameter count per block and FLOPs per example"),
-    "train": ("flashrna.train", "train a model from scratch (resumable, multi-GPU via torchrun)"),
-    "predict": ("flashrna.predict", "predict tracks for windows with a model or an ensemble"),
-    "ensemble-predict": ("flashrna.predict", "write an ensemble's predictions as target shards"),
-    "distill": ("flashrna.train", "train one student on an ensemble's predictions"),
-    "finetune": ("flashrna.finetune", "fine-tune on ChIP-seq tracks, RNA half-life or TE"),
+    "convert": (
+        "flashrna.data.convert:register_convert",
+        "convert one Borzoi TFRecord file into a training shard",
+    ),
+    "make-dataset": (
+        "flashrna.data.convert:register_make_dataset",
+        "build shards from a FASTA, a BED of windows and bigWigs",
+    ),
+    "model-info": (
+        "flashrna.model:register_model_info",
+        "parameter count per block and FLOPs per example",
+    ),
+    "train": (
+        "flashrna.training.cli:register_train",
+        "train a model from scratch (resumable, multi-GPU via torchrun)",
+    ),
+    "predict": (
+        "flashrna.predict:register_predict",
+        "predict tracks for windows with a model or an ensemble",
+    ),
+    "ensemble-predict": (
+        "flashrna.predict:register_ensemble_predict",
+        "write an ensemble's predictions as target shards",
+    ),
+    "distill": (
+        "flashrna.training.cli:register_distill",
+        "train one student on an ensemble's predictions",
+    ),
+    "finetune": (
+        "flashrna.finetune.cli:register_finetune",
+        "fine-tune on ChIP-seq tracks, RNA half-life or TE",
+    ),
     "evaluate-tracks": (
-        "flashrna.evaluate.tracks",
+        "flashrna.evaluate.tracks:register_evaluate_tracks",
         "track Pearson on held-out windows (Tables 1, 3)",
     ),
-    "score-variants": ("flashrna.variants", "SED/logSED variant effects per gene and track"),
+    "score-variants": (
+        "flashrna.variants:register_score_variants",
+        "SED/logSED variant effects per gene and track",
+    ),
     "eqtl-benchmark": (
-        "flashrna.evaluate.eqtl",
+        "flashrna.evaluate.eqtl:register_eqtl_benchmark",
         "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)",
     ),
-    "report": ("flashrna.report", "the paper's tables and figures from this run's results"),
-    "bench": ("flashrna.bench", "speed and memory benchmarks (model, data, compare)"),
+    "report": (
+        "flashrna.report.cli:register_report",
+        "the paper's tables and figures from this run's results",
+    ),
+    "bench": (
+        "flashrna.bench:register_bench",
+        "speed and memory benchmarks (model, data, compare)",
+    ),
 }
 
 
@@ -65,15 +101,15 @@ def _top_level_help() -> str:
 
 def build_step_parser(step: str) -> argparse.ArgumentParser:
     """The parser of one step, with its module's options registered."""
-    module_name, text = STEPS[step]
+    target, text = STEPS[step]
     parser = argparse.ArgumentParser(
         prog=f"flashrna {step}",
         description=text[0].upper() + text[1:] + ".",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    module = importlib.import_module(module_name)
-    getattr(module, "register_" + step.replace("-", "_"))(parser)
+    module_name, register = target.split(":")
+    getattr(importlib.import_module(module_name), register)(parser)
     return parser
 
 

@@ -179,11 +179,6 @@ def read_examples(path: str | os.PathLike) -> Iterator[dict[str, Feature]]:
             raise FlashRNAError(f"{path}: record {index}: not a tf.train.Example ({err})") from None
 
 
-def count_records(path: str | os.PathLike) -> int:
-    """Number of records in a TFRecord file (reads and checks the whole file)."""
-    return sum(1 for _ in read_records(path))
-
-
 # ---------------------------------------------------------------------------------------------
 # Protobuf decoding
 # ---------------------------------------------------------------------------------------------

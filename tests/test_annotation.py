@@ -4,7 +4,7 @@ examples (CD99: 13 transcripts, CFHR2)."""
 from __future__ import annotations
 
 import pytest
-from conftest import fixture_path
+from helpers import fixture_path
 
 from flashrna.annotation import Annotation, merge_intervals
 from flashrna.utils import FlashRNAError

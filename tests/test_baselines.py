@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import fixture_path
+from helpers import fixture_path
 
 pytest.importorskip("borzoi_pytorch", reason="borzoi-pytorch (the 'baselines' extra) is missing")
 

@@ -9,14 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import fixture_path
+from helpers import fixture_path
 
 from flashrna.cli import main
 from flashrna.data import (
     EpochSampler,
     ShardSet,
     TrackDataset,
-    bench_data,
     convert_tfrecord,
     make_loader,
     open_shard,
@@ -24,6 +23,7 @@ from flashrna.data import (
     split_labels,
     write_shard,
 )
+from flashrna.data.benchmark import bench_data
 from flashrna.genome import Genome, reverse_complement
 from flashrna.tfrecord import read_examples, write_examples
 from flashrna.tracks import TrackTable

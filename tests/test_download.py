@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import fixture_path
+from helpers import ROOT, fixture_path, run_in_env
 
 from flashrna.download import (
     ManifestRow,
@@ -66,6 +66,20 @@ def test_local_bucket_copy_and_resume(tmp_path, bucket):
     download(rows, options)
     for row in rows:
         assert (options.data_dir / row.destination).stat().st_mtime_ns == stamps[row.destination]
+
+
+@needs_gsutil
+def test_download_runs_in_its_job_env(tmp_path, bucket):
+    """The download rules run in workflow/envs/download.yaml (no PyTorch, SciPy or matplotlib):
+    `flashrna download` fetches a local bucket with only that env's packages importable."""
+    root, rows, files = bucket
+    write_manifest(tmp_path / "manifest.tsv", rows)
+    argv = ["download", "--manifest", str(tmp_path / "manifest.tsv")]
+    argv += ["--data-dir", str(tmp_path / "data"), "--source-root", str(root)]
+    run = run_in_env(ROOT / "workflow" / "envs" / "download.yaml", argv)
+    assert run.returncode == 0, run.stderr
+    for row, data in zip(rows, files.values(), strict=True):
+        assert (tmp_path / "data" / row.destination).read_bytes() == data
 
 
 @needs_gsutil

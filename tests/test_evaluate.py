@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import fixture_path, save_tiny_model
+from helpers import fixture_path, save_tiny_model
 from scipy.stats import pearsonr, spearmanr
 
 from flashrna.cli import main

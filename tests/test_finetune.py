@@ -11,16 +11,17 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from conftest import centre_bins, planted_text, reverse_complement_text, write_window_shard
+from helpers import centre_bins, planted_text, reverse_complement_text, write_window_shard
 from safetensors.torch import load_file
 
 from flashrna.cli import main as cli_main
 from flashrna.data import ShardSet
-from flashrna.finetune import chip_settings
+from flashrna.finetune.chip import chip_settings
 from flashrna.genome import encode_sequence
 from flashrna.model import build_model, load_model, predict, save_model
 from flashrna.tracks import TrackTable
-from flashrna.train import load_config, train
+from flashrna.training.config import load_config
+from flashrna.training.trainer import train
 from flashrna.utils import FlashRNAError
 
 SEQ_LENGTH = 1024

@@ -7,7 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
-from conftest import fixture_path
+from helpers import fixture_path
 
 from flashrna.genome import (
     Genome,

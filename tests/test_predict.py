@@ -12,14 +12,15 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_planted_shards
+from helpers import write_planted_shards
 
 from flashrna.cli import main as cli_main
-from flashrna.data import ShardSet, TrackDataset
+from flashrna.data import DistillDataset, ShardSet, TrackDataset
 from flashrna.genome import encode_sequence
 from flashrna.model import build_model, load_model, predict, save_model
 from flashrna.predict import ensemble_predict_shards, predict_members
-from flashrna.train import DistillDataset, load_config, train
+from flashrna.training.config import load_config
+from flashrna.training.trainer import train
 from flashrna.utils import FlashRNAError
 
 

@@ -14,10 +14,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import run_in_env
 
 from flashrna.cli import main
 from flashrna.evaluate.tracks import SPACES, _summary, track_results
-from flashrna.rnaprops import aggregate_folds
+from flashrna.finetune.rnaprops import aggregate_folds
 from flashrna.tracks import TrackTable
 from flashrna.utils import write_json
 
@@ -372,3 +373,16 @@ def test_snakemake_report(results, tmp_path):
     for k in (1, 2):
         assert f"figure{k}.png" in page and f"Figure {k}:" in page
     assert "Pearson R between predicted and measured coverage" in page  # a caption
+
+
+def test_report_steps_run_in_their_job_env_without_pytorch(results):
+    """`snakemake --use-conda` runs the report rules in workflow/envs/plot.yaml (no PyTorch, no
+    pandas): every table and figure is made with only that env's packages importable."""
+    env = ROOT / "workflow" / "envs" / "plot.yaml"
+    write_json(results / "bench" / "compare.json", compare_result())
+    for what in ("table1", "table2", "table3", "table4", "figure1", "figure2"):
+        out = results / "env" / what
+        argv = ["report", what, "--results", str(results), "--out", str(out)]
+        run = run_in_env(env, argv)
+        assert run.returncode == 0, f"report {what} in plot.yaml:\n{run.stderr}"
+        assert any(out.iterdir())

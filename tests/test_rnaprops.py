@@ -4,15 +4,14 @@ head, the embedding cache, and cross-validation on data with a planted sequence 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from flashrna.genome import decode_sequence, encode_sequence
-from flashrna.model import build_model
-from flashrna.rnaprops import (
+from flashrna.finetune.rnaprops import (
     EmbeddingCache,
     PoolingHead,
     PropertyConfig,
@@ -27,8 +26,12 @@ from flashrna.rnaprops import (
     run_fold,
     trunk_digest,
 )
+from flashrna.genome import decode_sequence, encode_sequence
+from flashrna.model import build_model
 from flashrna.tfrecord import write_examples
 from flashrna.utils import FlashRNAError, read_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -503,8 +506,11 @@ def test_download_rows_fetch_and_unpack_into_readable_data(tmp_path):
     import threading
     import zipfile
 
-    from flashrna.download import Options, download
-    from flashrna.rnaprops import DOWNLOADS
+    from flashrna.download import Options, download, read_manifest
+
+    manifest = {row.destination: row for row in read_manifest(ROOT / "config" / "manifest.tsv")}
+    saluki_row = manifest["saluki/datasets.zip"]
+    te_row = manifest["ribonn/data_with_human_TE_cellline_all_NA_plain.csv"]
 
     served = tmp_path / "served"
     served.mkdir()
@@ -534,8 +540,8 @@ def test_download_rows_fetch_and_unpack_into_readable_data(tmp_path):
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         rows = [
-            dataclasses.replace(DOWNLOADS[0], source=f"{base}/datasets.zip"),
-            dataclasses.replace(DOWNLOADS[1], source=f"{base}/te.csv"),
+            dataclasses.replace(saluki_row, source=f"{base}/datasets.zip"),
+            dataclasses.replace(te_row, source=f"{base}/te.csv"),
         ]
         download(rows, Options(data_dir=tmp_path / "data"))
     finally:
@@ -545,5 +551,5 @@ def test_download_rows_fetch_and_unpack_into_readable_data(tmp_path):
     data = read_saluki(root)
     assert [decode_sequence(s) for s in data.sequences] == ["ACGT", "ACGTACGT", "ACGTACGTACGT"]
     np.testing.assert_array_equal(data.targets[:, 0], [0.0, 1.0, 2.0])  # replicate 0
-    table = read_ribonn(tmp_path / "data" / DOWNLOADS[1].destination, targets=["mean_te"])
+    table = read_ribonn(tmp_path / "data" / te_row.destination, targets=["mean_te"])
     assert [decode_sequence(s) for s in table.sequences] == ["ACGT", "GGCC", "ATAT"]

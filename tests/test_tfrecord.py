@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import fixture_path
+from helpers import fixture_path
 
 from flashrna.tfrecord import (
     decode_example,

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import fixture_path
+from helpers import fixture_path
 
 from flashrna.tracks import TrackTable, pool_coverage, squash, unsquash
 from flashrna.utils import FlashRNAError

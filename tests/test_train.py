@@ -17,25 +17,23 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import write_planted_shards
+from helpers import write_planted_shards
 from safetensors.torch import load_file
 
 from flashrna.cli import main as cli_main
 from flashrna.data import EpochSampler, ShardSet
 from flashrna.model import build_model, load_model, predict
-from flashrna.train import (
+from flashrna.training.checkpoint import checkpoint_dirs
+from flashrna.training.config import config_differences, load_config
+from flashrna.training.objective import (
     CroppedModel,
-    NonFiniteLossError,
     batch_loss,
     build_optimizer,
-    checkpoint_dirs,
-    config_differences,
     learning_rate,
-    load_config,
     parameter_groups,
     poisson_multinomial,
-    train,
 )
+from flashrna.training.trainer import NonFiniteLossError, train
 from flashrna.utils import FlashRNAError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +88,8 @@ def train_losses(out: Path) -> list[float]:
 
 
 def numpy_poisson_multinomial(pred, target, weight, eps):
-    """The formula of DESIGN §4, per example and track, in float64 loops over examples."""
+    """Borzoi's poisson_mn (baskerville metrics.py, total_weight 0.2), per example and track, in
+    float64 loops over examples."""
     losses = []
     for b in range(pred.shape[0]):
         y, y_hat = target[b].astype(np.float64) + eps, pred[b].astype(np.float64) + eps
@@ -530,7 +529,7 @@ def test_paper_training_step_in_bf16_on_gpu(capsys):
 
 
 def test_epochs_set_the_number_of_steps(planted):
-    from flashrna.train import Trainer
+    from flashrna.training.trainer import Trainer
 
     config = tiny_config(planted, species=("human", "mouse"), train={"epochs": 2})
     # 64 training windows, batch 8: 16 steps per species over two epochs, alternating.

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import fixture_path, save_tiny_model
+from helpers import fixture_path, save_tiny_model
 from scipy.stats import spearmanr
 from torch import nn
 
@@ -360,7 +360,8 @@ def test_planted_effects_are_ranked(tmp_path, single_thread):
     """Train with the training step's own code on windows whose coverage a motif drives, then
     score variants that break or complete motifs against the rule's own logSED."""
     from flashrna.data import write_shard
-    from flashrna.train import load_config, train
+    from flashrna.training.config import load_config
+    from flashrna.training.trainer import train
 
     rng = np.random.default_rng(0)
     tracks = table([("EXPR", 1.0, "sum", 0)])

@@ -7,13 +7,13 @@ import yaml
 from snakemake.utils import validate
 
 from flashrna.download import fold_sizes, read_manifest, tfrecord_names
-from flashrna.train import load_config
+from flashrna.training.config import load_config
 from flashrna.utils import FlashRNAError, merge_config
 
 validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
-# Jobs run `flashrna <step>` from this checkout: a conda env (envs/*.yaml) holds the dependencies
+# Jobs run `flashrna <step>` from this checkout: a conda env (workflow/envs/*.yaml) holds the dependencies
 # and needs no install of the package (the function shadows an installed console script on
 # purpose, so a job always runs the code of this checkout).
 # `set_aside_finished_run RUN OUTPUT [MARKER]`: a run that finished before (RUN/MARKER, not an

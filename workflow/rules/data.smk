@@ -15,7 +15,7 @@ rule convert:
         label=r"fold\d+",
         index=r"\d+",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     resources:
         **resources("convert"),
     params:
@@ -41,7 +41,7 @@ rule convert_chip:
         label=r"fold\d+",
         index=r"\d+",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     resources:
         **resources("convert"),
     params:

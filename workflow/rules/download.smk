@@ -22,7 +22,7 @@ if DL.get("generate_demo"):
         log:
             f"{LOGS}/download/demo_data.log",
         conda:
-            "../../envs/flashrna.yaml"
+            "../envs/flashrna.yaml"
         params:
             mirror=lambda wc, output: str(Path(output[0]).parent),
         shell:
@@ -39,7 +39,7 @@ checkpoint download_windows:
     log:
         f"{LOGS}/download/windows-{{genome}}.log",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:
@@ -63,7 +63,7 @@ rule download_tfrecords:
     wildcard_constraints:
         label=r"fold\d+",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:
@@ -84,7 +84,7 @@ rule download_genome:
     log:
         f"{LOGS}/download/genome-{{genome}}.log",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:
@@ -102,7 +102,7 @@ rule download_annotation:
     log:
         f"{LOGS}/download/annotation.log",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:
@@ -119,7 +119,7 @@ rule download_eqtls:
     log:
         f"{LOGS}/download/eqtls.log",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:
@@ -136,7 +136,7 @@ rule download_saluki:
     log:
         f"{LOGS}/download/saluki.log",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:
@@ -153,7 +153,7 @@ rule download_ribonn:
     log:
         f"{LOGS}/download/ribonn.log",
     conda:
-        "../../envs/download.yaml"
+        "../envs/download.yaml"
     resources:
         **resources("download"),
     params:

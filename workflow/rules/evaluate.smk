@@ -1,7 +1,7 @@
 """Evaluation on the held-out fold and on GTEx eQTLs: track Pearson of each replicate on the
 human test windows (Table 1) and of each ChIP fine-tuning mode (Table 3); logSED on the GTEx RNA
 tracks and the eQTL Spearman of single models, ensembles and the distilled model (Table 2,
-Figure 2). GTEx tissues map to tracks through the package's table flashrna/data/gtex_tissues.tsv
+Figure 2). GTEx tissues map to tracks through the package's table flashrna/resources/gtex_tissues.tsv
 (config evaluate.eqtl.tissue_map replaces it)."""
 
 EQTL = config["evaluate"]["eqtl"]
@@ -27,7 +27,7 @@ rule evaluate_tracks:
     wildcard_constraints:
         model=r"member\d+|borzoi\d|flashzoi\d",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("evaluate")
     resources:
         **resources("evaluate"),
@@ -59,7 +59,7 @@ rule evaluate_chip:
     wildcard_constraints:
         mode="head|full",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("evaluate")
     resources:
         **resources("evaluate"),
@@ -84,7 +84,7 @@ rule gtex_tracks:
     log:
         f"{LOGS}/evaluate/gtex_tracks.log",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     shell:
         # The rows of the human track table whose identifier names GTEx (Borzoi's
         # targets_gtex.txt), keeping their channel numbers.
@@ -113,7 +113,7 @@ rule score_variants:
     wildcard_constraints:
         model=r"member\d+|ensemble\d+|distilled|borzoi\d|flashzoi\d",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("evaluate")
     resources:
         **resources("evaluate"),
@@ -144,7 +144,7 @@ rule eqtl_benchmark:
     wildcard_constraints:
         model=r"member\d+|ensemble\d+|distilled|borzoi\d|flashzoi\d",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("report")
     resources:
         **resources("report"),

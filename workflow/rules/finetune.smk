@@ -26,7 +26,7 @@ rule finetune_chip:
     wildcard_constraints:
         mode="head|full",
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("finetune")
     resources:
         **resources("finetune"),
@@ -72,7 +72,7 @@ rule finetune_halflife:
     benchmark:
         f"{BENCH}/finetune/halflife.tsv"
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("finetune")
     resources:
         **resources("finetune"),
@@ -98,7 +98,7 @@ rule finetune_te:
     benchmark:
         f"{BENCH}/finetune/te.tsv"
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("finetune")
     resources:
         **resources("finetune"),

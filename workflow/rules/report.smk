@@ -76,7 +76,7 @@ rule bench_compare:
     benchmark:
         f"{BENCH}/bench/compare.tsv"
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("evaluate")
     resources:
         **resources("evaluate"),
@@ -105,7 +105,7 @@ for _name, _files in REPORT_FILES.items():
         log:
             f"{LOGS}/report/{_name}.log",
         conda:
-            "../../envs/plot.yaml"
+            "../envs/plot.yaml"
         resources:
             **resources("report"),
         params:

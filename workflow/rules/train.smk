@@ -28,7 +28,7 @@ rule train:
         member=r"\d+",
     priority: 10
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("train")
     resources:
         **resources("train"),
@@ -55,7 +55,7 @@ rule ensemble_predict:
         f"{BENCH}/ensemble_predict/ensemble{TEACHER}.tsv"
     priority: 10
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("predict")
     resources:
         **resources("predict"),
@@ -88,7 +88,7 @@ rule distill:
         f"{BENCH}/distill/distilled.tsv"
     priority: 10
     conda:
-        "../../envs/flashrna.yaml"
+        "../envs/flashrna.yaml"
     threads: threads("train")
     resources:
         **resources("train"),

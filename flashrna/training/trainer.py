@@ -1,67 +1,19 @@
-"""``flashrna train`` and ``flashrna distill``: training from scratch, resumable, on one or many
-devices.
-
-Configuration. One YAML mapping (or a section of a bigger one, ``--config-key``) merged over
-:data:`DEFAULTS`; ``--set a.b=value`` overrides single keys (values parsed as YAML). Unknown keys
-are errors that name the key. The defaults are the paper's values where it gives them and
-documented choices where it does not (see the comments in :data:`DEFAULTS`).
-
-Data. Each entry of ``data.species`` names a model head and a folder of shards
-(:mod:`flashrna.data`); training uses the windows labelled train (all but fold3/fold4), validation
-the ones labelled valid (fold4). With two species, optimiser steps alternate between them in the
-configured order (every micro-batch of one step comes from the same species). Batch sizes are
-global: ``train.batch_size`` examples per optimiser step whatever the number of processes, split
-into ``micro_batch_size`` per process and accumulated, so one config gives the same optimisation
-on one GPU or eight.
-
-Loss (Borzoi ``poisson_mn``, :func:`poisson_multinomial`) on the target bins, cropped per example
-at the loader's ``crop_start`` (the shift augmentation moves it). Optimiser AdamW, weight decay on
-matrices and kernels only, linear warm-up then cosine (or linear) decay, gradient clipping, bf16
-autocast on CUDA and fp32 on the CPU.
-
-Output directory (``--out``)::
-
-    config.yaml               the resolved config of the run
-    metrics.jsonl             one JSON record per log interval ("kind": "train") and validation
-                              ("kind": "valid"), rank 0
-    checkpoints/step-NNNNNNNN/  model/ (save_model), optimizer.safetensors, rng.safetensors,
-                              state.json; the last ``checkpoint.keep`` are kept
-    best/                     model directory of the best validation score so far
-    metrics.json              summary of the finished run
-    model/                    the final model (best validation, or last): marks the run finished;
-                              holds targets-<species>.txt, the tracks of each head
-
-Resume. Restarting the same command continues from the newest checkpoint: weights, optimiser
-moments, the step (the learning-rate schedule is a function of it), the torch/CUDA/NumPy/Python
-RNG states of every rank and each species' data position (epoch, examples used), so the run
-continues exactly as if never stopped. SIGTERM or SIGINT (cluster preemption, Ctrl-C) finishes the
-current step, writes a checkpoint and exits with 128 + the signal number. A non-finite loss or
-gradient norm stops the run with :class:`NonFiniteLossError` before the optimiser step; no
-checkpoint is written then, so the last good one stays. A finished run (``model/`` and
-``metrics.json`` present) is not run again.
-
-Multi-GPU: ``torchrun --nproc-per-node N $(which flashrna) train ...`` (or ``python -m
-torch.distributed.run ... -m flashrna.cli train ...``) runs DistributedDataParallel, NCCL on CUDA,
-gloo on the CPU. Only one head is used per step, so DDP runs with ``find_unused_parameters`` when
-the model has several heads (the unused head keeps ``grad=None``, as in one process).
+"""The trainer: processes (DDP), data per species, the training loop, validation, checkpoints
+and resume, and :func:`train`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import copy
 import dataclasses
-import itertools
 import json
 import logging
 import math
 import os
-import random
 import shutil
 import signal
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,7 +25,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from flashrna.bench import peak_memory_bytes, reset_peak_memory
-from flashrna.data import ShardSet, TrackDataset, make_loader
+from flashrna.data import DistillDataset, ShardSet, TrackDataset, make_loader
 from flashrna.metrics import StreamingPearson, per_group_mean
 from flashrna.model import (
     FlashRNA,
@@ -83,15 +35,23 @@ from flashrna.model import (
     model_config,
     read_model_config,
     save_model,
-    take_bins,
 )
 from flashrna.tracks import TrackTable
+from flashrna.training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    checkpoint_dirs,
+    optimizer_state_from_files,
+    optimizer_state_to_files,
+    rng_state,
+    set_rng_state,
+)
+from flashrna.training.config import config_differences, flatten_config
+from flashrna.training.objective import CroppedModel, batch_loss, build_optimizer, learning_rate
 from flashrna.utils import (
     FlashRNAError,
     atomic_directory,
     atomic_file,
-    load_yaml,
-    merge_config,
     read_json,
     resolve_device,
     seed_everything,
@@ -100,334 +60,9 @@ from flashrna.utils import (
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_FORMAT = "flashrna-train-checkpoint"
-CHECKPOINT_VERSION = 1
-LOSS_EPSILON = 1e-7  # baskerville metrics.poisson_multinomial default
-
-# Every key a training config may set. Paper values where the paper gives them (DESIGN §1, §4);
-# the rest are choices, sized for about one day on one H100 with the `paper` preset at
-# 524,288 bp (about 16 TFLOP per training example; we assume about 6 examples/s).
-DEFAULTS: dict[str, Any] = {
-    "seed": 0,  # replicate seed: initialisation, dropout, data order and augmentation
-    "model": {
-        "preset": "paper",
-        # ModelConfig fields over the preset: dropouts (paper 0.2 attention, 0.3 MLP and
-        # residual, 0.1 head), attention_backend, gradient_checkpointing, heads. Heads default
-        # to {species: number of tracks in its shards}.
-        "overrides": {},
-        # Fine-tuning (flashrna finetune): a model directory whose trunk initialises the run;
-        # its architecture replaces the preset's, the shared head and heads start fresh.
-        "init": None,
-    },
-    "data": {
-        # {head name: SPECIES_DEFAULTS}; steps alternate between species in this order.
-        "species": {},
-        "seq_length": None,  # model input in bp; default: as stored in the shards
-        "max_shift": 1024,  # paper: shifts up to ±1,024 bp
-        "reverse_complement": True,  # paper
-        "num_workers": 4,  # loader processes per training process
-    },
-    "train": {
-        "steps": 60_000,  # choice: 480k examples at batch 8, about a day at ~6 examples/s
-        "epochs": None,  # instead of steps: passes over the first species' training windows
-        "batch_size": 8,  # choice (paper: larger than Borzoi's 2); global, per optimiser step
-        "micro_batch_size": None,  # per process and forward pass; default batch/processes
-        "learning_rate": 2e-4,  # choice (paper: larger than Borzoi's 6e-5); peak
-        "warmup_steps": 5_000,  # choice: 40k examples, as Borzoi's 20k steps x batch 2
-        "schedule": "cosine",  # cosine | linear | constant (after the warm-up)
-        "min_learning_rate_ratio": 0.01,  # choice: the decay ends at this fraction of the peak
-        "weight_decay": 0.1,  # paper; on matrices and kernels, none on norms and biases
-        "trunk_lr_scale": 1.0,  # x learning rate for trunk.* parameters; 0 freezes the trunk
-        "adam_betas": [0.9, 0.999],  # Borzoi's Adam
-        "adam_eps": 1e-8,
-        "clip_grad_norm": 0.2,  # Borzoi clips at 0.15-0.2; null: no clipping
-        "loss_total_weight": 0.2,  # Borzoi poisson_mn total_weight
-        "precision": "auto",  # auto (bf16 autocast on CUDA, fp32 on CPU) | bf16 | fp32
-        "compile": False,  # torch.compile the training forward
-    },
-    "validation": {
-        "every_steps": 2_000,  # also after the last step
-        # A fixed random subset of the valid windows (the same for every seed): the whole of
-        # fold4 (6,910) would cost about 6 min per validation. null: all.
-        "max_examples": 1_024,
-        "batch_size": None,  # per process; default micro_batch_size
-        "patience": None,  # stop after this many validations without improvement
-        "final_model": "best",  # best | last: which weights become model/
-    },
-    "checkpoint": {
-        "every_steps": 1_000,  # about 20 min at batch 8; also on SIGTERM/SIGINT and at the end
-        "keep": 2,  # newest checkpoints kept
-    },
-    "log": {
-        "every_steps": 50,
-        "progress": True,  # tqdm bar on rank 0
-        "tensorboard": "auto",  # auto (when installed) | true | false
-    },
-    "distill": {
-        # Targets = (1 - w) x teacher + w x real (the loss is linear in the targets, so this is
-        # also (1 - w) x loss(teacher) + w x loss(real)). Used when a species names a teacher.
-        "target_weight": 0.0,
-    },
-}
-
-SPECIES_DEFAULTS: dict[str, Any] = {
-    "shards": None,  # folder(s) of shards; required (validation reads its valid windows)
-    "assays": None,  # only these assays' tracks (default: all tracks of the shards)
-    "genome": None,  # FASTA for shifted-out flanks (default: N)
-    "teacher": None,  # distillation: ensemble-predict shards of the same windows
-}
-
-# Keys that may differ when a run resumes; everything else must match the checkpoint.
-RESUMABLE_CHANGES = (
-    "train.steps",
-    "train.epochs",
-    "train.compile",
-    "data.num_workers",
-    "validation.every_steps",
-    "validation.patience",
-    "checkpoint.",
-    "log.",
-)
-
 
 class NonFiniteLossError(FlashRNAError):
     """The loss or the gradient norm of a step is NaN or infinite."""
-
-
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
-
-
-def parse_set(assignments: Sequence[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=[1, 2]"]`` -> ``{"a": {"b": 1}, "c": [1, 2]}`` (values parsed as YAML)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in assignments:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise FlashRNAError(f"--set '{item}': expected key.subkey=value")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError as err:
-            raise FlashRNAError(f"--set '{item}': value is not valid YAML ({err})") from None
-        *parents, leaf = key.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise FlashRNAError(f"--set '{item}': '{part}' is set both as a value and a map")
-        node[leaf] = value
-    return out
-
-
-def _normalise_species(config: dict[str, Any], where: str) -> dict[str, Any]:
-    species = config["data"]["species"]
-    if not isinstance(species, Mapping):
-        raise FlashRNAError(f"{where}.data.species: expected a mapping of species to settings")
-    config["data"]["species"] = {
-        str(name): merge_config(SPECIES_DEFAULTS, entry or {}, f"{where}.data.species.{name}")
-        for name, entry in species.items()
-    }
-    return config
-
-
-def load_config(
-    path: str | os.PathLike | None = None,
-    key: str | None = None,
-    overrides: Mapping[str, Any] | Sequence[str] = (),
-    seed: int | None = None,
-) -> dict[str, Any]:
-    """The training config: :data:`DEFAULTS`, then the YAML file (or its section ``key``, a
-    dotted path), then ``overrides`` (a mapping, or ``--set`` strings), then ``seed``."""
-    where = "config"
-    config = _normalise_species(copy.deepcopy(DEFAULTS), where)
-    if path is not None:
-        data: Any = load_yaml(path)
-        where = str(path)
-        for part in key.split(".") if key else []:
-            if not isinstance(data, Mapping) or part not in data:
-                raise FlashRNAError(f"{path}: no section '{key}' (missing key '{part}')")
-            data = data[part]
-            where = f"{path}:{key}"
-        if not isinstance(data, Mapping):
-            raise FlashRNAError(f"{where}: expected a mapping")
-        config = _normalise_species(merge_config(config, data, where), where)
-    if not isinstance(overrides, Mapping):
-        overrides = parse_set(overrides)
-    config = _normalise_species(merge_config(config, overrides, "--set"), "--set")
-    if seed is not None:
-        config["seed"] = int(seed)
-    _check_config(config)
-    return config
-
-
-def _check_config(config: dict[str, Any]) -> None:
-    train, valid = config["train"], config["validation"]
-    choices = {
-        "train.schedule": (train["schedule"], ("cosine", "linear", "constant")),
-        "train.precision": (train["precision"], ("auto", "bf16", "fp32")),
-        "validation.final_model": (valid["final_model"], ("best", "last")),
-        "log.tensorboard": (config["log"]["tensorboard"], ("auto", True, False)),
-    }
-    for name, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise FlashRNAError(f"config {name}: '{value}' is not one of {list(allowed)}")
-    positive = {
-        "train.batch_size": train["batch_size"],
-        "train.micro_batch_size": train["micro_batch_size"],
-        "train.steps": train["steps"],
-        "validation.every_steps": valid["every_steps"],
-        "validation.batch_size": valid["batch_size"],
-        "checkpoint.every_steps": config["checkpoint"]["every_steps"],
-        "checkpoint.keep": config["checkpoint"]["keep"],
-        "log.every_steps": config["log"]["every_steps"],
-    }
-    for name, value in positive.items():
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise FlashRNAError(f"config {name}: expected a positive integer, got {value!r}")
-    if not 0.0 <= float(config["distill"]["target_weight"]) <= 1.0:
-        raise FlashRNAError("config distill.target_weight: expected a number in [0, 1]")
-    for name, entry in config["data"]["species"].items():
-        if not entry["shards"]:
-            raise FlashRNAError(f"config data.species.{name}.shards: a folder of shards is needed")
-
-
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def config_differences(stored: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-    """Dotted keys whose values differ between two configs, apart from
-    :data:`RESUMABLE_CHANGES`."""
-    a, b = _flatten(stored), _flatten(current)
-    return [
-        key
-        for key in sorted(set(a) | set(b))
-        if a.get(key) != b.get(key)
-        and not any(key == p or (p.endswith(".") and key.startswith(p)) for p in RESUMABLE_CHANGES)
-    ]
-
-
-# --------------------------------------------------------------------------------------------
-# Loss, optimiser, schedule
-# --------------------------------------------------------------------------------------------
-
-
-def poisson_multinomial(
-    prediction: Tensor,
-    target: Tensor,
-    total_weight: float = 0.2,
-    epsilon: float = LOSS_EPSILON,
-) -> Tensor:
-    """Borzoi's Poisson-multinomial loss, the mean over examples and tracks.
-
-    prediction, target (B, L, T), L bins. Per example and track, with ``y = target + ε``,
-    ``ŷ = prediction + ε``, ``s = Σ_L y``, ``ŝ = Σ_L ŷ``::
-
-        poisson     = (ŝ − s·log ŝ) / L
-        multinomial = −Σ_L y·log(ŷ / ŝ) / L
-        loss        = mean_{B,T}(multinomial + total_weight · poisson)
-
-    ε = 1e-7 as baskerville's ``poisson_multinomial``. Baskerville sums before adding ε
-    (so its ŷ/ŝ sum to 1 + Lε/ŝ); we add ε first, so ŷ/ŝ is a distribution and the loss is
-    exactly minimal (zero gradient) at ŷ = y. Computed in fp32."""
-    y = target.float() + epsilon
-    y_hat = prediction.float() + epsilon
-    length = y.shape[-2]
-    total = y.sum(-2)
-    total_hat = y_hat.sum(-2)
-    log_total_hat = torch.log(total_hat)
-    poisson = (total_hat - total * log_total_hat) / length
-    multinomial = (total * log_total_hat - (y * torch.log(y_hat)).sum(-2)) / length
-    return (multinomial + total_weight * poisson).mean()
-
-
-def parameter_groups(
-    model: nn.Module, weight_decay: float, trunk_lr_scale: float = 1.0
-) -> list[dict[str, Any]]:
-    """AdamW groups: weight decay on parameters of two or more dimensions (linear and conv
-    weights), none on 1-D ones (norm scales, biases). A group's ``lr_scale`` multiplies the
-    scheduled learning rate: ``trunk_lr_scale`` for ``trunk.*`` parameters, 1 for the others.
-    Parameters without gradients, and the trunk when ``trunk_lr_scale`` is 0, are left out."""
-    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        scale = float(trunk_lr_scale) if name.startswith("trunk.") else 1.0
-        if parameter.requires_grad and scale > 0:
-            groups.setdefault((scale, parameter.ndim >= 2), []).append(parameter)
-    return [
-        {"params": params, "weight_decay": weight_decay if decay else 0.0, "lr_scale": scale}
-        for (scale, decay), params in groups.items()
-    ]
-
-
-def build_optimizer(model: nn.Module, train_config: Mapping[str, Any]) -> torch.optim.AdamW:
-    """AdamW over :func:`parameter_groups`; the learning rate is set before each step."""
-    return torch.optim.AdamW(
-        parameter_groups(
-            model, float(train_config["weight_decay"]), float(train_config["trunk_lr_scale"])
-        ),
-        lr=float(train_config["learning_rate"]),
-        betas=tuple(float(b) for b in train_config["adam_betas"]),
-        eps=float(train_config["adam_eps"]),
-    )
-
-
-def learning_rate(step: int, total_steps: int, train_config: Mapping[str, Any]) -> float:
-    """The learning rate of optimiser step ``step`` (0-based): linear warm-up to the peak over
-    ``warmup_steps``, then ``schedule`` down to ``min_learning_rate_ratio`` x peak at the last
-    step. A pure function of the step, so resuming needs no scheduler state."""
-    peak = float(train_config["learning_rate"])
-    warmup = int(train_config["warmup_steps"])
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    floor = float(train_config["min_learning_rate_ratio"])
-    progress = min(1.0, (step - warmup) / max(1, total_steps - 1 - warmup))
-    if train_config["schedule"] == "cosine":
-        factor = 0.5 * (1.0 + math.cos(math.pi * progress))
-    elif train_config["schedule"] == "linear":
-        factor = 1.0 - progress
-    else:
-        factor = 1.0
-    return peak * (floor + (1.0 - floor) * factor)
-
-
-class CroppedModel(nn.Module):
-    """The training forward as one module call, so DDP sees it: trunk, per-example bins
-    ``crop_start[b] … + bins`` of the embeddings, then the head (cheaper than the head over all
-    bins). sequence (B, L), crop_start (B,) -> (B, bins, tracks)."""
-
-    def __init__(self, model: FlashRNA):
-        super().__init__()
-        self.model = model
-
-    def forward(self, sequence: Tensor, head: str, crop_start: Tensor, bins: int) -> Tensor:
-        return self.model.head(take_bins(self.model.embed(sequence), crop_start, bins), head)
-
-
-def batch_loss(
-    runnable: nn.Module,
-    batch: Mapping[str, Tensor],
-    head: str,
-    device: torch.device,
-    bf16: bool,
-    total_weight: float,
-) -> Tensor:
-    """Forward a batch (the data layer's batch contract) through ``runnable`` (a
-    :class:`CroppedModel`, maybe wrapped in DDP or compiled) and return the loss."""
-    sequence = batch["sequence"].to(device, non_blocking=True)
-    targets = batch["targets"].to(device, non_blocking=True)
-    crop_start = batch["crop_start"].to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        prediction = runnable(sequence, head, crop_start, targets.shape[1])
-    return poisson_multinomial(prediction.float(), targets, total_weight)
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,48 +111,6 @@ def setup_distributed(device: str | torch.device | None) -> Distributed:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
-
-
-class DistillDataset(Dataset):
-    """A teacher's shards (ensemble-predict output over the same windows as the real shards) with
-    targets ``(1 - weight) x teacher + weight x real``; the TrackDataset interface that
-    :func:`flashrna.data.make_loader` uses (``augmentation``, ``batch``). Both datasets come
-    from one config, so they draw the same augmentation from (seed, epoch, index)."""
-
-    def __init__(self, teacher: TrackDataset, real: TrackDataset, weight: float):
-        where = f"teacher shards {teacher.shards.shards[0].parent}"
-        if teacher.tracks != real.tracks:
-            raise FlashRNAError(f"{where}: tracks differ from the real shards' tracks")
-        same = len(teacher) == len(real) and all(
-            (getattr(teacher.shards, name) == getattr(real.shards, name)).all()
-            for name in ("chrom", "start", "end")
-        )
-        if not same:
-            raise FlashRNAError(
-                f"{where}: windows differ from the real shards' (teacher shards must be "
-                "ensemble-predict output over the same shards)"
-            )
-        self.teacher, self.real, self.weight = teacher, real, float(weight)
-        self.tracks = teacher.tracks
-
-    def __len__(self) -> int:
-        return len(self.teacher)
-
-    def augmentation(self, index: int, epoch: int) -> tuple[int, bool]:
-        return self.teacher.augmentation(index, epoch)
-
-    def batch(self, items: Sequence[tuple[int, int, bool]], shared: bool = False):
-        out = self.teacher.batch(items, shared)
-        if self.weight > 0:
-            real = self.real.batch(items)["targets"].float()
-            mixed = (1 - self.weight) * out["targets"].float() + self.weight * real
-            out["targets"].copy_(mixed)  # in place: the tensor may live in shared memory
-        return out
-
-    def __getitem__(self, key: tuple[int, int]) -> dict[str, Tensor]:
-        epoch, index = key
-        batch = self.batch([(index, *self.augmentation(index, epoch))])
-        return {name: value[0] for name, value in batch.items()}
 
 
 @dataclass
@@ -620,75 +213,6 @@ def training_batches(
             yield batch
         del batches
         position.epoch, position.examples = position.epoch + 1, 0
-
-
-# --------------------------------------------------------------------------------------------
-# Checkpoints
-# --------------------------------------------------------------------------------------------
-
-
-def checkpoint_dirs(out: str | os.PathLike) -> list[Path]:
-    """Complete checkpoints under ``out/checkpoints``, oldest first."""
-    root = Path(out) / "checkpoints"
-    if not root.is_dir():
-        return []
-    found = [p for p in root.glob("step-*") if (p / "state.json").is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
-
-
-def optimizer_state_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict]:
-    """An optimizer's state dict as tensors (for safetensors) plus JSON-able rest."""
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for index, values in state["state"].items():
-        for name, value in values.items():
-            if isinstance(value, Tensor):
-                tensors[f"{index}.{name}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{index}.{name}"] = value
-    groups = [
-        {k: list(v) if isinstance(v, tuple) else v for k, v in group.items()}
-        for group in state["param_groups"]
-    ]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def optimizer_state_from_files(tensors: Mapping[str, Tensor], rest: Mapping[str, Any]) -> dict:
-    """Inverse of :func:`optimizer_state_to_files`."""
-    state: dict[int, dict[str, Any]] = {}
-    for key, value in itertools.chain(tensors.items(), rest["scalars"].items()):
-        index, name = key.split(".", 1)
-        state.setdefault(int(index), {})[name] = value
-    groups = [
-        {k: tuple(v) if k == "betas" else v for k, v in group.items()}
-        for group in rest["param_groups"]
-    ]
-    return {"state": state, "param_groups": groups}
-
-
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's RNG states: torch (CPU and its CUDA device) as uint8 tensors, NumPy and
-    Python as JSON-able values."""
-    version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "python": [version, list(internal), gauss],
-        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
-    }
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    name, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1035,7 +559,7 @@ class Trainer:
         with open(self.out / "metrics.jsonl", "a") as handle:
             handle.write(json.dumps(record, default=float) + "\n")
         if self.tensorboard is not None:
-            for key, value in _flatten(record).items():
+            for key, value in flatten_config(record).items():
                 if isinstance(value, int | float) and key not in ("step",):
                     self.tensorboard.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
@@ -1186,10 +710,10 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         from safetensors.torch import save_file
 
-        states = [_rng_state(self.device)]
+        states = [rng_state(self.device)]
         if self.world.active:
             states = [None] * self.world.world_size
-            dist.all_gather_object(states, _rng_state(self.device))
+            dist.all_gather_object(states, rng_state(self.device))
         if self.world.main:
             path = self.out / "checkpoints" / f"step-{self.step:08d}"
             tensors, rest = optimizer_state_to_files(self.optimizer)
@@ -1231,7 +755,7 @@ class Trainer:
             raise FlashRNAError(f"{path}: not a version-{CHECKPOINT_VERSION} training checkpoint")
         differ = config_differences(state["config"], self.config)
         if differ:
-            stored, current = _flatten(state["config"]), _flatten(self.config)
+            stored, current = flatten_config(state["config"]), flatten_config(self.config)
             detail = "; ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in differ[:8])
             raise FlashRNAError(
                 f"{path}: the config differs from the one this run started with ({detail}); "
@@ -1257,7 +781,7 @@ class Trainer:
             own = {"torch": rng[f"torch.{rank}"], **state["rng"][rank]}
             if f"cuda.{rank}" in rng:
                 own["cuda"] = rng[f"cuda.{rank}"]
-            _set_rng_state(own, self.device)
+            set_rng_state(own, self.device)
         else:
             log.warning(
                 "%s was written by %d processes, this run has %d: the data order continues, "
@@ -1314,141 +838,3 @@ def train(
         log.info("%s: finished before (model/, metrics.json); nothing to do", out)
         return TrainResult("already-finished", -1, Path(out))
     return Trainer(config, out, device).run(stop_at_step)
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
-
-
-_TRAIN_HELP = """\
-Train a FlashRNA model from scratch.
-
-The run is described by a YAML config (defaults: the paper's values; print them with
---print-config). The smallest config names the shards of each species:
-
-    data:
-      species:
-        human: {shards: results/shards/hg38}
-        mouse: {shards: results/shards/mm10}
-
-Outputs in --out: config.yaml, metrics.jsonl (training and validation records),
-checkpoints/step-N/, best/ (best validation model), and when done metrics.json and model/
-(the final model, which marks the run finished). Re-running the same command resumes from the
-newest checkpoint exactly; SIGTERM/SIGINT write a checkpoint and exit (code 128+signal); a
-finished run is not run again. Replicates: the same config with another --seed.
-
-Several GPUs: torchrun --nproc-per-node N $(which flashrna) train <same options>.
-"""
-
-
-def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _HelpFormatter
-    parser.add_argument("--config", type=Path, help="YAML training config")
-    parser.add_argument(
-        "--config-key",
-        help="take the config from this (dotted) section of the YAML file, e.g. 'train'",
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override one config key (dotted path, value as YAML), e.g. train.steps=1000; "
-        "repeatable",
-    )
-    parser.add_argument("--seed", type=int, help="replicate seed (overrides the config's seed)")
-    parser.add_argument("--out", type=Path, help="run directory (outputs and checkpoints)")
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu, cuda (torchrun: cuda:LOCAL_RANK)"
-    )
-    parser.add_argument(
-        "--stop-at-step",
-        type=int,
-        help="write a checkpoint and exit at this step (a later run resumes), e.g. to fit a "
-        "job's time limit",
-    )
-    parser.add_argument(
-        "--print-config", action="store_true", help="print the resolved config as YAML and exit"
-    )
-
-
-def register_train(parser: argparse.ArgumentParser) -> None:
-    parser.description = _TRAIN_HELP
-    _add_common_arguments(parser)
-    parser.set_defaults(run=_run_train)
-
-
-def _run(args: argparse.Namespace, config: dict[str, Any]) -> int:
-    if args.print_config:
-        import yaml
-
-        print(yaml.safe_dump(config, sort_keys=False), end="")
-        return 0
-    if args.out is None:
-        raise FlashRNAError("--out is required: the run directory")
-    result = train(config, args.out, args.device, args.stop_at_step)
-    if result.status == "interrupted":
-        return 128 + int(result.signal or 0)
-    return 0
-
-
-def _run_train(args: argparse.Namespace) -> int:
-    return _run(args, load_config(args.config, args.config_key, args.overrides, args.seed))
-
-
-_DISTILL_HELP = """\
-Distil an ensemble into one student with the training code of 'flashrna train'.
-
-The teacher is an ensemble's predictions over the training windows, written by
-'flashrna ensemble-predict' in the shard format of the targets (same windows, same order).
-The student trains on teacher targets, optionally mixed with the real ones:
-targets = (1 - w) x teacher + w x real, w = --target-weight (config distill.target_weight).
-Validation compares the student with the real validation targets. Everything else (config,
-outputs, resume, torchrun) is as for 'flashrna train'.
-"""
-
-
-def register_distill(parser: argparse.ArgumentParser) -> None:
-    parser.description = _DISTILL_HELP
-    _add_common_arguments(parser)
-    parser.add_argument(
-        "--teacher",
-        action="append",
-        default=[],
-        metavar="SPECIES=DIR",
-        help="teacher shards of a species (config data.species.SPECIES.teacher); repeatable",
-    )
-    parser.add_argument(
-        "--target-weight",
-        type=float,
-        help="weight w of the real targets (config distill.target_weight)",
-    )
-    parser.set_defaults(run=_run_distill)
-
-
-def _run_distill(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = {}
-    for item in args.teacher:
-        species, sep, path = item.partition("=")
-        if not sep:
-            raise FlashRNAError(f"--teacher '{item}': expected SPECIES=DIR")
-        overrides.setdefault("data", {}).setdefault("species", {})[species] = {"teacher": path}
-    if args.target_weight is not None:
-        overrides["distill"] = {"target_weight": args.target_weight}
-    config = load_config(args.config, args.config_key, args.overrides, args.seed)
-    config = _normalise_species(merge_config(config, overrides, "command line"), "command line")
-    _check_config(config)
-    species = config["data"]["species"]
-    missing = [name for name, entry in species.items() if not entry["teacher"]]
-    if missing or not species:
-        raise FlashRNAError(
-            f"distill: species {missing or '(none)'} name no teacher shards; give --teacher "
-            "SPECIES=DIR or data.species.SPECIES.teacher"
-        )
-    return _run(args, config)

@@ -1,7 +1,7 @@
 """RNA properties from sequence alone: the Saluki half-life and RiboNN translation-efficiency
 data, a pooling head over the trunk's 32-bp embeddings, and k-fold cross-validation.
 
-Data (DESIGN §5; the readers take the sequence and the targets, nothing else):
+Data (the readers take the sequence and the targets, nothing else):
 
 * **Saluki** (Agarwal & Kelley 2022, Zenodo 10.5281/zenodo.6326409, ``datasets.zip``). ZLIB
   TFRecords of ``tf.train.Example`` with ``lengths`` (int64[1], transcript length), ``sequence``
@@ -54,7 +54,6 @@ Shapes: B transcripts, L input bases (a multiple of 128), N = L / 32 bins, D tru
 
 from __future__ import annotations
 
-import argparse
 import copy
 import fnmatch
 import hashlib
@@ -71,7 +70,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from flashrna.download import ManifestRow
 from flashrna.genome import encode_sequence
 from flashrna.model import BIN_SIZE, TOKEN_SIZE, Trunk
 from flashrna.tfrecord import read_examples
@@ -93,27 +91,6 @@ RIBONN_CODE = "ATCG"  # RiboNN's integer code: A0 T1 C2 G3
 POOLINGS = ("both", "mean", "attention")
 MODES = ("head", "full")
 METRICS_FILE = "metrics.json"
-
-# Manifest rows for ``flashrna download`` (paths under its --data-dir). Sizes and md5s are left
-# empty: no build machine here reaches these hosts; Zenodo lists the md5 on the record page and a
-# first ``flashrna download --record`` writes what it found. Saluki's archive is ~18.8 GB (as a
-# public mirror reports); only the replicate-0 data directories (TFRecords, statistics.json,
-# genes.tsv) are extracted, giving ``saluki/datasets/deeplearning/train_gru`` for --data.
-DOWNLOADS = (
-    ManifestRow(
-        source="https://zenodo.org/records/6326409/files/datasets.zip?download=1",
-        destination="saluki/datasets.zip",
-        unpack="unzip:datasets/deeplearning/train_gru/f*_c0/data*",
-    ),
-    # The human TE compendium behind RiboNN (CenikLab/TE_classic_ML; discussed as the source of
-    # RiboNN's training labels in Sanofi-Public/RiboNN#7): tx_sequence, mean_te, fold.
-    ManifestRow(
-        source="https://raw.githubusercontent.com/CenikLab/TE_classic_ML/main/data/"
-        "data_with_human_TE_cellline_all_NA_plain.csv",
-        destination="ribonn/data_with_human_TE_cellline_all_NA_plain.csv",
-    ),
-)
-
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -712,74 +689,42 @@ def aggregate_folds(out_dir: str | Path) -> pd.DataFrame:
     return table
 
 
-# --------------------------------------------------------------------------------------------
-# Command line (subcommands of ``flashrna finetune``)
-# --------------------------------------------------------------------------------------------
-
-
-def add_property_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by ``finetune halflife`` and ``finetune te``."""
-    d = PropertyConfig()
-    parser.add_argument("--model", required=True, help="pretrained model directory (its trunk)")
-    parser.add_argument("--out", required=True, help="output directory (fold<k>/ inside)")
-    parser.add_argument(
-        "--folds",
-        nargs="+",
-        type=int,
-        help="test folds to run [default: all]; folds already done are skipped",
-    )
-    parser.add_argument("--mode", choices=MODES, default=d.mode, help="train the head, or all")
-    parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling)
-    parser.add_argument("--hidden", type=int, default=d.hidden, help="MLP hidden units")
-    parser.add_argument("--dropout", type=float, default=d.dropout)
-    parser.add_argument("--epochs", type=int, default=d.epochs, help="at most this many epochs")
-    parser.add_argument("--patience", type=int, default=d.patience, help="early-stopping epochs")
-    parser.add_argument("--batch-size", type=int, default=d.batch_size)
-    parser.add_argument("--lr", type=float, default=d.lr, help="head learning rate")
-    parser.add_argument("--trunk-lr", type=float, default=d.trunk_lr, help="trunk LR (full mode)")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument(
-        "--cache-dir", help="embedding cache root (head mode) [default: <out>/embeddings]"
-    )
-    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
-    parser.add_argument("--overwrite", action="store_true", help="rerun folds already done")
-
-
-def run_property_cli(args: argparse.Namespace, data: RnaData) -> None:
-    """Run the folds asked for on ``data``, then aggregate the folds done so far."""
+def finetune_property(
+    model: str | Path,
+    data: RnaData,
+    out: str | Path,
+    config: PropertyConfig | None = None,
+    *,
+    folds: Sequence[int] | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Cross-validate a pooling head on the trunk of the model directory ``model`` over
+    ``data``: run the test ``folds`` (default all; folds done before are skipped unless
+    ``overwrite``) into ``out/fold<k>/``, then :func:`aggregate_folds` and return its table. In
+    ``head`` mode the trunk's embeddings are cached under ``cache_dir`` (default
+    ``out/embeddings``)."""
     from flashrna.model import load_model
 
-    config = PropertyConfig(
-        mode=args.mode,
-        pooling=args.pooling,
-        hidden=args.hidden,
-        dropout=args.dropout,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        trunk_lr=args.trunk_lr,
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-    )
-    folds = list(range(data.num_folds)) if args.folds is None else args.folds
+    config = config or PropertyConfig()
+    folds = list(range(data.num_folds)) if folds is None else list(folds)
     unknown = sorted(set(folds) - set(range(data.num_folds)))
     if unknown:
         raise FlashRNAError(f"{data.source}: no fold {unknown} (folds 0..{data.num_folds - 1})")
-    out = Path(args.out)
-    todo = [f for f in folds if args.overwrite or not (out / f"fold{f}" / METRICS_FILE).exists()]
-    device = resolve_device(args.device)
+    out = Path(out)
+    todo = [f for f in folds if overwrite or not (out / f"fold{f}" / METRICS_FILE).exists()]
+    device = resolve_device(device)
     cache = None
     if todo and config.mode == "head":
-        trunk = load_model(args.model, device=device).trunk
+        trunk = load_model(model, device=device).trunk
         cache = EmbeddingCache.build(
-            trunk, data.sequences, args.cache_dir or out / "embeddings", device=device
+            trunk, data.sequences, cache_dir or out / "embeddings", device=device
         )
     for fold in todo:
         # Full mode trains the trunk in place: start every fold from the pretrained weights.
         if config.mode == "full":
-            trunk = load_model(args.model, device=device).trunk
+            trunk = load_model(model, device=device).trunk
         metrics = run_fold(trunk, data, fold, config, out, device, cache)
         log.info("fold %d: test Pearson %s", fold, metrics["mean_pearson"])
-    aggregate_folds(out)
+    return aggregate_folds(out)

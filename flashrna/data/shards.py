@@ -1,0 +1,402 @@
+"""Shards: the on-disk training data format, its windows and splits, writing and reading.
+
+Shard format (one directory per shard, written atomically; ``N`` examples, input length ``L``,
+``T`` tracks, ``B`` bins of ``pool_width`` bp)::
+
+    <shard>/sequences.npy   uint8   [N, L]     base indices A0 C1 G2 T3 N4 of the input window
+    <shard>/targets.npy     float16 [N, T, B]  squashed targets, track-major
+    <shard>/targets.txt     the shard's track table (row k = track k; source_index = record channel)
+    <shard>/meta.json       format, version, species, genome, seq_length, pool_width,
+                            target_length, num_examples, num_tracks, per-example chrom/start/end
+                            (the *target* window) and label, and the source (TFRecord file and size,
+                            records_per_file, file index, track selection)
+
+The arrays are opened with ``mmap``: an example is a random access, and a track subset reads only
+its rows of ``targets.npy`` (each row is one track's ``B`` bins, contiguous). The input window is
+the target window ± ``(L − B·pool_width) / 2`` bp (Borzoi: 196,608 bp ± 163,840 → 524,288 bp).
+:func:`write_shard` / :func:`open_shard` write this format (``ensemble-predict`` stores
+predictions exactly like targets with them); :class:`ShardSet` reads one or many shards.
+
+Splits come from the labels: ``test`` = fold3 (or a label ``test``), ``valid`` = fold4 (or
+``valid``), ``train`` = every other label (:func:`split_labels`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from flashrna.tracks import POOL_WIDTH, TrackTable
+from flashrna.utils import FlashRNAError, atomic_directory, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+SHARD_FORMAT = "flashrna-shard"
+SHARD_VERSION = 1
+TEST_FOLDS = ("fold3",)
+VALID_FOLDS = ("fold4",)
+SPECIES_OF_GENOME = {"hg38": "human", "hg19": "human", "mm10": "mouse", "mm39": "mouse"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Windows and splits
+# ---------------------------------------------------------------------------------------------
+
+
+def read_bed(path: str | os.PathLike) -> pd.DataFrame:
+    """A window BED (``chrom start end [label]``, optionally ``.gz``) as a DataFrame with columns
+    chrom, start, end, label (label ``""`` when absent)."""
+    path = Path(path)
+    try:
+        frame = pd.read_csv(path, sep="\t", header=None, comment="#", dtype={0: str, 3: str})
+    except FileNotFoundError:
+        raise FlashRNAError(f"{path}: file not found") from None
+    except pd.errors.EmptyDataError:
+        raise FlashRNAError(f"{path}: the BED file is empty") from None
+    if frame.shape[1] < 3:
+        raise FlashRNAError(f"{path}: a BED needs at least 3 columns (chrom, start, end)")
+    frame = frame.iloc[:, :4]
+    frame.columns = ["chrom", "start", "end", "label"][: frame.shape[1]]
+    if "label" not in frame:
+        frame["label"] = ""
+    for column in ("start", "end"):
+        values = pd.to_numeric(frame[column], errors="coerce")
+        if values.isna().any():
+            row = int(np.flatnonzero(values.isna())[0])
+            raise FlashRNAError(f"{path}: row {row + 1}: {column} is not an integer")
+        frame[column] = values.astype(np.int64)
+    if (frame["end"] <= frame["start"]).any():
+        row = int(np.flatnonzero(frame["end"] <= frame["start"])[0])
+        raise FlashRNAError(f"{path}: row {row + 1}: end is not after start")
+    frame["label"] = frame["label"].fillna("").astype(str)
+    return frame
+
+
+def split_labels(
+    split: str,
+    labels: Sequence[str] | np.ndarray,
+    test_folds: Sequence[str] = TEST_FOLDS,
+    valid_folds: Sequence[str] = VALID_FOLDS,
+) -> set[str]:
+    """The labels among ``labels`` that make up ``split`` (``train``, ``valid`` or ``test``):
+    test = ``test_folds`` or a label ``test``, valid = ``valid_folds`` or ``valid``, train =
+    every other label."""
+    test, valid = {*test_folds, "test"}, {*valid_folds, "valid"}
+    present = set(labels)
+    if split == "test":
+        return present & test
+    if split == "valid":
+        return present & valid
+    if split == "train":
+        return present - test - valid
+    raise FlashRNAError(f"unknown split '{split}' (train, valid or test)")
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing shards
+# ---------------------------------------------------------------------------------------------
+
+
+class ShardWriter:
+    """Fills one shard's arrays example by example; made by :func:`open_shard`."""
+
+    def __init__(self, tmp: Path, directory: Path, meta: dict[str, Any], tracks: TrackTable):
+        self.directory = directory
+        self.meta = meta
+        self.tracks = tracks
+        n, length, bins = meta["num_examples"], meta["seq_length"], meta["target_length"]
+        self._tmp = tmp
+        self._sequences = np.lib.format.open_memmap(
+            tmp / "sequences.npy", "w+", np.uint8, (n, length)
+        )
+        self._targets = np.lib.format.open_memmap(
+            tmp / "targets.npy", "w+", np.float16, (n, len(tracks), bins)
+        )
+        self.windows: list[tuple[str, int, int, str]] = []
+
+    def add(
+        self,
+        sequence: np.ndarray,
+        targets: np.ndarray | torch.Tensor,
+        chrom: str,
+        start: int,
+        end: int,
+        label: str = "",
+        tracks_major: bool = False,
+    ) -> None:
+        """Append one example: ``sequence`` uint8 ``[L]``, ``targets`` ``[bins, tracks]``
+        (``[tracks, bins]`` with ``tracks_major``), its target window ``chrom:start-end`` and
+        its label."""
+        k = len(self.windows)
+        n, tracks, bins = self._targets.shape
+        length = self._sequences.shape[1]
+        if k >= n:
+            raise FlashRNAError(f"{self.directory}: more than the declared {n} examples")
+        expected = (tracks, bins) if tracks_major else (bins, tracks)
+        if tuple(sequence.shape) != (length,) or tuple(targets.shape) != expected:
+            raise FlashRNAError(
+                f"{self.directory}: example {k}: sequence {tuple(sequence.shape)} and targets "
+                f"{tuple(targets.shape)}, expected ({length},) and {expected}"
+            )
+        self._sequences[k] = sequence
+        values = torch.as_tensor(targets, dtype=torch.float16)
+        torch.from_numpy(self._targets[k]).copy_(values if tracks_major else values.T)
+        self.windows.append((str(chrom), int(start), int(end), str(label)))
+
+    def _finish(self) -> None:
+        if len(self.windows) != len(self._sequences):
+            raise FlashRNAError(
+                f"{self.directory}: {len(self.windows)} examples written, "
+                f"{len(self._sequences)} declared"
+            )
+        self._sequences.flush()
+        self._targets.flush()
+        del self._sequences, self._targets
+        columns = list(zip(*self.windows, strict=True)) or [(), (), (), ()]
+        for name, values in zip(("chrom", "start", "end", "label"), columns, strict=True):
+            self.meta[name] = list(values)
+        self.tracks.write(self._tmp / "targets.txt")
+        write_json(self._tmp / "meta.json", self.meta)
+
+
+@contextlib.contextmanager
+def open_shard(
+    directory: str | os.PathLike,
+    *,
+    num_examples: int,
+    seq_length: int,
+    target_length: int,
+    tracks: TrackTable,
+    species: str,
+    genome: str = "",
+    pool_width: int = POOL_WIDTH,
+    source: dict[str, Any] | None = None,
+) -> Iterator[ShardWriter]:
+    """Write one shard directory example by example (``writer.add(...)``); the directory
+    appears, replacing any old one, only when ``num_examples`` examples were added and the
+    ``with`` block ends without error."""
+    meta: dict[str, Any] = {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "species": species,
+        "genome": genome,
+        "seq_length": seq_length,
+        "pool_width": pool_width,
+        "target_length": target_length,
+        "num_examples": num_examples,
+        "num_tracks": len(tracks),
+        "source": source or {},
+    }
+    with atomic_directory(directory) as tmp:
+        writer = ShardWriter(tmp, Path(directory), meta, tracks)
+        yield writer
+        writer._finish()
+
+
+def write_shard(
+    directory: str | os.PathLike,
+    sequences: np.ndarray,
+    targets: np.ndarray | torch.Tensor,
+    windows: pd.DataFrame,
+    tracks: TrackTable,
+    species: str,
+    **metadata: Any,
+) -> Path:
+    """Write a whole shard at once: ``sequences`` uint8 ``[N, L]``, ``targets`` ``[N, bins,
+    tracks]`` (bin-major, as batches and predictions are), ``windows`` with columns chrom,
+    start, end, label (the target windows); ``metadata``: :func:`open_shard`'s keywords
+    (genome, pool_width, source)."""
+    n, length = sequences.shape
+    with open_shard(
+        directory,
+        num_examples=n,
+        seq_length=length,
+        target_length=targets.shape[1],
+        tracks=tracks,
+        species=species,
+        **metadata,
+    ) as writer:
+        for k, row in enumerate(windows.itertuples(index=False)):
+            writer.add(sequences[k], targets[k], row.chrom, row.start, row.end, row.label)
+    return Path(directory)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading shards
+# ---------------------------------------------------------------------------------------------
+
+
+def _natural_key(path: Path) -> list:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
+
+
+def find_shards(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
+    """Shard directories named by ``paths``: a shard itself, or a folder whose subfolders are
+    shards (in natural name order: ``fold3-2`` before ``fold3-10``)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "meta.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found += sorted((p.parent for p in path.glob("*/meta.json")), key=_natural_key)
+        else:
+            raise FlashRNAError(f"{path}: no such shard or folder of shards")
+    if not found:
+        raise FlashRNAError(
+            f"no shards (folders with meta.json) under {', '.join(map(str, paths))}"
+        )
+    return found
+
+
+@dataclass
+class _Shard:
+    path: Path
+    meta: dict[str, Any]
+    sequences: np.ndarray | None = None
+    targets: np.ndarray | None = None
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``sequences.npy`` ``[N, L]`` and ``targets.npy`` ``[N, T, B]``, memory-mapped on first
+        use."""
+        if self.sequences is None or self.targets is None:
+            self.sequences = np.load(self.path / "sequences.npy", mmap_mode="r")
+            self.targets = np.load(self.path / "targets.npy", mmap_mode="r")
+        return self.sequences, self.targets
+
+
+class ShardSet:
+    """The examples of one or more shards, in shard order, optionally only one split.
+
+    ``tracks`` is the shards' common :class:`TrackTable`; ``chrom``, ``start``, ``end`` (target
+    windows) and ``label`` are arrays over the examples.
+    """
+
+    def __init__(
+        self,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        split: str | None = None,
+        test_folds: Sequence[str] = TEST_FOLDS,
+        valid_folds: Sequence[str] = VALID_FOLDS,
+    ) -> None:
+        self._shards: list[_Shard] = []
+        table_text = None
+        for path in find_shards(paths):
+            meta = read_json(path / "meta.json")
+            if meta.get("format") != SHARD_FORMAT or meta.get("version") != SHARD_VERSION:
+                raise FlashRNAError(
+                    f"{path}: not a version-{SHARD_VERSION} {SHARD_FORMAT} (convert it again)"
+                )
+            text = (path / "targets.txt").read_bytes()
+            if not self._shards:
+                table_text, self.meta = text, meta
+                self.tracks = TrackTable.read(path / "targets.txt")
+            for key in ("species", "seq_length", "target_length", "pool_width"):
+                if meta[key] != self.meta[key]:
+                    raise FlashRNAError(
+                        f"{path}: {key} {meta[key]} differs from {self._shards[0].path}'s "
+                        f"{self.meta[key]}"
+                    )
+            if text != table_text:
+                raise FlashRNAError(
+                    f"{path}: its tracks (targets.txt) differ from {self._shards[0].path}'s"
+                )
+            self._shards.append(_Shard(path, meta))
+        metas = [s.meta for s in self._shards]
+        self.shard_of = np.concatenate(
+            [np.full(m["num_examples"], k, np.int64) for k, m in enumerate(metas)]
+        )
+        self.row_of = np.concatenate([np.arange(m["num_examples"]) for m in metas])
+        self.chrom = np.array([c for m in metas for c in m["chrom"]], dtype=object)
+        self.start = np.array([c for m in metas for c in m["start"]], dtype=np.int64)
+        self.end = np.array([c for m in metas for c in m["end"]], dtype=np.int64)
+        self.label = np.array([c for m in metas for c in m["label"]], dtype=object)
+        if split is not None:
+            keep = np.isin(
+                self.label, list(split_labels(split, self.label, test_folds, valid_folds))
+            )
+            for name in ("shard_of", "row_of", "chrom", "start", "end", "label"):
+                setattr(self, name, getattr(self, name)[keep])
+
+    def __len__(self) -> int:
+        return len(self.row_of)
+
+    def __repr__(self) -> str:
+        return (
+            f"ShardSet({len(self)} examples in {len(self._shards)} shards, {self.species}, "
+            f"{self.seq_length} bp, {self.target_length} bins × {len(self.tracks)} tracks)"
+        )
+
+    @property
+    def species(self) -> str:
+        return self.meta["species"]
+
+    @property
+    def genome(self) -> str:
+        return self.meta["genome"]
+
+    @property
+    def seq_length(self) -> int:
+        return self.meta["seq_length"]
+
+    @property
+    def target_length(self) -> int:
+        return self.meta["target_length"]
+
+    @property
+    def pool_width(self) -> int:
+        return self.meta["pool_width"]
+
+    @property
+    def shards(self) -> list[Path]:
+        return [s.path for s in self._shards]
+
+    def _arrays(self, index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"example {index} of {len(self)}")
+        sequences, targets = self._shards[self.shard_of[index]].arrays()
+        return sequences, targets, int(self.row_of[index])
+
+    def window(self, index: int) -> tuple[str, int, int]:
+        """The target window ``(chrom, start, end)`` of example ``index``."""
+        return str(self.chrom[index]), int(self.start[index]), int(self.end[index])
+
+    def input_start(self, index: int) -> int:
+        """Genome coordinate of the stored sequence's first base."""
+        target_bp = self.target_length * self.pool_width
+        return int(self.start[index]) - (self.seq_length - target_bp) // 2
+
+    def sequence(self, index: int) -> np.ndarray:
+        """uint8 ``[L]`` base indices of the stored input window (a copy)."""
+        sequences, _, row = self._arrays(index)
+        return np.array(sequences[row])
+
+    def target_rows(self, index: int, rows: np.ndarray | None = None) -> np.ndarray:
+        """float16 ``[len(rows), bins]``: the given tracks (table positions; all when ``None``),
+        track-major, reading only those rows."""
+        _, targets, row = self._arrays(index)
+        return np.array(targets[row]) if rows is None else targets[row][rows]
+
+    def targets(self, index: int, tracks: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """float16 ``[bins, tracks]`` of example ``index`` (``tracks``: table positions)."""
+        rows = None if tracks is None else np.asarray(tracks, dtype=np.int64)
+        return np.ascontiguousarray(self.target_rows(index, rows).T)
+
+
+def infer_species(path: str | os.PathLike) -> str:
+    """``human``/``mouse`` from a genome name (hg38, mm10, …) among the parts of ``path``."""
+    for part in reversed(Path(path).resolve().parts):
+        if part in SPECIES_OF_GENOME:
+            return SPECIES_OF_GENOME[part]
+    raise FlashRNAError(f"{path}: cannot tell the species from the path; give it explicitly")

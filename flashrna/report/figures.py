@@ -1,0 +1,288 @@
+"""Figures 1 and 2 (PNG and PDF through matplotlib)."""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flashrna.paper import PAPER_DISTILLED, PAPER_FIGURE2, PAPER_RATIOS, PAPER_TABLE2
+from flashrna.report.tables import (
+    NOT_RUN,
+    PRESENT,
+    Cell,
+    ModelNames,
+    RunInfo,
+    eqtl_values,
+    found_models,
+    model_rows,
+    summaries_of,
+)
+from flashrna.utils import FlashRNAError, atomic_file, atomic_path
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+
+
+def save_figure(figure, path: str | Path) -> list[Path]:
+    """Write a matplotlib figure as ``path`` (PNG) and as PDF beside it, atomically."""
+    path = Path(path)
+    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for target in paths:
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, dpi=200, format=target.suffix[1:])
+    return paths
+
+
+@dataclass
+class Point:
+    """One point (or, with ``size`` None, one horizontal reference line) of Figure 2."""
+
+    series: str
+    source: str  # "this run" or "paper"
+    size: int | None
+    cell: Cell
+
+
+def figure2_points(
+    run: RunInfo,
+    names: ModelNames = PRESENT,
+    ensembles: Sequence[str] | None = None,
+    distilled: Sequence[str] | None = None,
+) -> list[Point]:
+    """This run's points (replicates at size 1, ensembles, distilled, baselines) and the
+    paper's (Figure 2; Borzoi from Table 2). ``ensembles``: ``ensemble<n>`` names, ``distilled``
+    the distilled model's name(s) (None: those present)."""
+    root = Path(run.results) / "eval" / "eqtl"
+    rows = model_rows(root, names)
+    points = [Point("FlashRNA", "this run", 1, Cell(eqtl_values(rows["FlashRNA"])))]
+    if ensembles is None:
+        ensembles = found_models(root, r"ensemble\d+")
+    for name in ensembles:
+        match = re.fullmatch(r"ensemble(\d+)", name)
+        if match is None:
+            raise FlashRNAError(f"ensemble '{name}' is not named ensemble<size>")
+        values = eqtl_values(summaries_of(root, [name]))
+        points.append(Point("FlashRNA", "this run", int(match[1]), Cell(values)))
+    if distilled is None:
+        distilled = found_models(root, "distilled")
+    if distilled:
+        values = eqtl_values(summaries_of(root, distilled))
+        points.append(Point("FlashRNA distilled", "this run", 1, Cell(values)))
+    for label in ("Borzoi", "Flashzoi"):
+        points.append(Point(label, "this run", None, Cell(eqtl_values(rows[label]))))
+    points += [Point("FlashRNA", "paper", n, Cell([v])) for n, v in PAPER_FIGURE2.items()]
+    points.append(Point("FlashRNA distilled", "paper", 1, Cell([PAPER_DISTILLED])))
+    points.append(Point("Borzoi", "paper", None, Cell([PAPER_TABLE2["Borzoi"][0]])))
+    return points
+
+
+def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> list[Path]:
+    """eQTL ρ against ensemble size (log2 axis): this run in colour, the paper in grey."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 5.0), layout="constrained")
+    ax = figure.subplots()
+    sizes = sorted({p.size for p in points if p.size is not None})
+    styles = {"this run": {"ls": "-", "mfc": None}, "paper": {"ls": "--", "mfc": "white"}}
+    colours = {"this run": "#1f77b4", "paper": "0.55"}
+    teacher = max((p.size for p in points if p.source == "this run" and p.size), default=1)
+    for source in ("paper", "this run"):
+        curve = sorted(
+            (
+                p
+                for p in points
+                if p.source == source and p.series == "FlashRNA" and p.cell.mean is not None
+            ),
+            key=lambda p: p.size,
+        )
+        if curve:
+            ax.errorbar(
+                [p.size for p in curve],
+                [p.cell.mean for p in curve],
+                yerr=[p.cell.sd or 0.0 for p in curve],
+                color=colours[source],
+                marker="o",
+                ls=styles[source]["ls"],
+                mfc=styles[source]["mfc"],
+                capsize=3,
+                label=f"FlashRNA ensemble ({source})",
+            )
+        for p in points:
+            if p.source != source or p.series != "FlashRNA distilled" or p.cell.mean is None:
+                continue
+            ax.errorbar(
+                [1],
+                [p.cell.mean],
+                yerr=[p.cell.sd or 0.0],
+                color="#d62728" if source == "this run" else "0.55",
+                marker="*",
+                ms=13,
+                mfc=styles[source]["mfc"],
+                ls="none",
+                label=f"distilled into 1 model from {teacher if source == 'this run' else 16} "
+                f"({source})",
+            )
+    lines = {"Borzoi": "#7f7f7f", "Flashzoi": "#2ca02c"}
+    for p in points:
+        if p.size is not None or p.cell.mean is None:
+            continue
+        colour = lines[p.series] if p.source == "this run" else "0.7"
+        ls = "-." if p.source == "this run" else ":"
+        ax.axhline(p.cell.mean, color=colour, ls=ls, lw=1.3, label=f"{p.series} ({p.source})")
+        if p.cell.sd:
+            ax.axhspan(p.cell.mean - p.cell.sd, p.cell.mean + p.cell.sd, color=colour, alpha=0.12)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel("ensemble size (models)")
+    ax.set_ylabel("eQTL Spearman ρ (mean over tissues)")
+    ax.set_title("Figure 2. GTEx eQTL Spearman ρ against ensemble size", fontsize=11)
+    ax.grid(alpha=0.3)
+    ax.spines[["top", "right"]].set_visible(False)
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: "(paper)" in labels[i])  # this run first
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="best")
+    not_run = [p.series for p in points if p.source == "this run" and p.cell.values is None]
+    if not_run:
+        notes = [f"This run: {' and '.join(not_run)} not run.", *notes]
+    figure.text(0.01, 0.005, "\n".join(notes), fontsize=6.5, color="0.3", va="bottom")
+    figure.get_layout_engine().set(rect=(0, 0.09, 1, 0.91))
+    return save_figure(figure, path)
+
+
+def write_points(points: list[Point], path: Path) -> None:
+    """Figure 2's points as CSV (``series source size n mean sd values``)."""
+    with atomic_file(path) as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(["series", "source", "size", "n", "mean", "sd", "values"])
+        for p in points:
+            writer.writerow(
+                [
+                    p.series,
+                    p.source,
+                    "" if p.size is None else p.size,
+                    len(p.cell.finite),
+                    "" if p.cell.mean is None else repr(p.cell.mean),
+                    "" if p.cell.sd is None else repr(p.cell.sd),
+                    NOT_RUN if p.cell.values is None else ";".join(map(repr, p.cell.finite)),
+                ]
+            )
+
+
+def figure2(
+    run: RunInfo,
+    out: str | Path,
+    names: ModelNames = PRESENT,
+    ensembles: Sequence[str] | None = None,
+    distilled: Sequence[str] | None = None,
+) -> list[Path]:
+    """Figure 2 in ``out``: ``figure2.csv`` (the points) and ``figure2.{png,pdf}``."""
+    out = Path(out)
+    points = figure2_points(run, names, ensembles, distilled)
+    write_points(points, out / "figure2.csv")
+    return [out / "figure2.csv", *plot_figure2(points, run.footer(), out / "figure2.png")]
+
+
+# --------------------------------------------------------------------------------------------
+# Figure 1
+# --------------------------------------------------------------------------------------------
+
+MODELS = ("borzoi", "flashrna")  # the order of the bars
+CLOCK_TEXT = {"wall": "wall clock", "cpu": "timed in CPU seconds"}
+
+PANELS = {
+    "forward_examples_per_s": ("Inference", "examples / s"),
+    "train_examples_per_s": ("Forward + backward", "examples / s"),  # / CPU s with --clock cpu
+    "max_train_batch": ("Max training batch", "examples"),
+    "max_inference_length": ("Max inference length", "Mbp"),
+}
+COLORS = {"borzoi": "#8c8c8c", "flashrna": "#1f77b4"}
+LABELS = {"borzoi": "Borzoi", "flashrna": "FlashRNA"}
+
+
+def plot_figure1(result: dict[str, Any], path: str | Path) -> list[Path]:
+    """Bar charts of a :func:`compare` result, one panel per metric with the ratio and the
+    paper's ratio; written as ``path`` (PNG) and beside it as PDF. Returns both paths."""
+    from matplotlib.figure import Figure
+
+    try:
+        models, settings = result["models"], result["settings"]
+        device = result["device"]
+    except KeyError as err:
+        raise FlashRNAError(f"not a `flashrna bench compare` result (no {err})") from None
+    figure = Figure(figsize=(13, 4.2), layout="constrained")
+    axes = figure.subplots(1, len(PANELS))
+    for ax, (metric, (title, unit)) in zip(axes, PANELS.items(), strict=True):
+        values = [models[m].get(metric) for m in MODELS]
+        paper = f"paper: {PAPER_RATIOS[metric]:.1f}×"
+        if any(v is None for v in values):
+            where = "the CPU" if result.get("device_type") == "cpu" else "this device"
+            ax.text(
+                0.5,
+                0.5,
+                f"not measured on {where}\n(no device memory limit to search)",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="0.35",
+            )
+            ax.set_axis_off()
+            ax.set_title(f"{title}\nnot measured\n{paper}", fontsize=10)
+            continue
+        if metric == "max_inference_length":  # bp shown in Mbp, or kbp for short inputs
+            unit = "Mbp" if max(values) >= 1e6 else "kbp"
+            values = [v / (1e6 if unit == "Mbp" else 1e3) for v in values]
+        heights = values
+        bars = ax.bar(
+            [LABELS[m] for m in MODELS], heights, color=[COLORS[m] for m in MODELS], width=0.6
+        )
+        for bar, model in zip(bars, MODELS, strict=True):
+            bound = "≥ " if models[model].get(f"{metric}_bounded") else ""
+            ax.annotate(
+                f"{bound}{_number(bar.get_height())}",
+                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center",
+                va="bottom",
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+        ratio = result["ratios"].get(metric)
+        measured = f"{ratio:.2f}×" if ratio is not None else "? (search bound)"
+        ax.set_title(f"{title}\nFlashRNA / Borzoi: {measured}\n{paper}", fontsize=10)
+        if unit == "examples / s" and settings.get("clock") == "cpu":
+            unit = "examples / CPU second"
+        ax.set_ylabel(unit)
+        ax.set_ylim(0, max(heights) * 1.18 or 1)
+        ax.spines[["top", "right"]].set_visible(False)
+    figure.suptitle(
+        f"FlashRNA vs Borzoi (borzoi-pytorch {result.get('borzoi_pytorch', '?')}) on {device}\n"
+        + settings_line(settings),
+        fontsize=10,
+    )
+    return save_figure(figure, path)
+
+
+def settings_line(settings: dict[str, Any]) -> str:
+    """One line stating the matched size, length, batch and precision."""
+    size = (
+        "paper size"
+        if settings.get("paper_size")
+        else "reduced from the paper's dim 1,536 / 524,288 bp"
+    )
+    return (
+        f"matched size: dim {settings['dim']:,}, {settings['layers']} layer"
+        f"{'s' if settings['layers'] != 1 else ''}, "
+        f"{settings['heads']} heads, {settings['tracks']:,} tracks; {settings['length']:,} bp, "
+        f"batch {settings['batch_size']}, {settings['precision']}, best of "
+        f"{settings.get('repeats', 1)} round(s), {CLOCK_TEXT[settings.get('clock', 'wall')]} "
+        f"({size})"
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:.3g}" if value < 100 else f"{value:,.0f}"
