@@ -99,6 +99,27 @@ def atomic_directory(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def set_aside_finished(directory: str | os.PathLike, marker: str) -> Path | None:
+    """Move a run that finished before (``directory/marker`` exists) to
+    ``<directory>.replaced-<YYYYmmdd-HHMMSS>``, so a new run starts afresh beside it; an
+    unfinished run stays (it resumes). Returns where the old run went, or None."""
+    import time
+
+    directory = Path(directory)
+    if not (directory / marker).exists():
+        return None
+    target = directory.with_name(f"{directory.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 1
+    while target.exists():
+        target = target.with_name(f"{target.name.split('~')[0]}~{suffix}")
+        suffix += 1
+    directory.rename(target)
+    logging.getLogger(__name__).warning(
+        "%s finished before (%s): moved it to %s; starting afresh", directory, marker, target
+    )
+    return target
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_file(path) as handle:

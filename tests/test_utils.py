@@ -70,3 +70,24 @@ def test_downloads_do_not_import_torch():
 
     code = "import sys, flashrna.download; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_set_aside_finished_moves_only_a_finished_run(tmp_path):
+    """`--restart-finished` (train, distill, finetune): a run with its marker file is moved aside
+    whole, an unfinished one stays to resume, and a second finished run gets its own name."""
+    from flashrna.utils import set_aside_finished
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    assert set_aside_finished(run, "metrics.json") is None
+    assert (run / "checkpoints").is_dir()  # unfinished: kept for resuming
+    (run / "metrics.json").write_text("{}")
+    first = set_aside_finished(run, "metrics.json")
+    assert (
+        not run.exists() and (first / "metrics.json").is_file() and (first / "checkpoints").is_dir()
+    )
+    assert first.name.startswith("run.replaced-")
+    (run / "model").mkdir(parents=True)
+    (run / "metrics.json").write_text("{}")
+    second = set_aside_finished(run, "metrics.json")
+    assert second != first and second.is_dir() and first.is_dir()

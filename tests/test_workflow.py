@@ -38,6 +38,58 @@ def test_schema_accepts_the_configs(name):
     validate(load(name))
 
 
+def option_sections(node: dict, schema: dict, path: str = ""):
+    """(dotted path, section) of every schema section that maps keys to a step's options."""
+    if "x-options" in node:
+        yield path, node
+    for name, child in node.get("properties", {}).items():
+        yield from option_sections(child, schema, f"{path}.{name}".lstrip("."))
+
+
+def section_properties(node: dict, schema: dict) -> set[str]:
+    """The keys a section allows, its own and those of the definition it refers to."""
+    keys = set(node.get("properties", {}))
+    if "$ref" in node:
+        keys |= section_properties(schema["$defs"][node["$ref"].rsplit("/", 1)[1]], schema)
+    return keys
+
+
+def step_flags(step: str) -> set[str]:
+    """Option strings of `flashrna <step>` (a step and its sub-step: "finetune chip")."""
+    import argparse
+
+    from flashrna.cli import build_step_parser
+
+    name, *sub = step.split()
+    parser = build_step_parser(name)
+    for part in sub:
+        (action,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = action.choices[part]
+    return {flag for action in parser._actions for flag in action.option_strings}
+
+
+def test_schema_options_are_the_steps_options():
+    """Config declared once: every key a schema section passes to a step (`x-options`, what the
+    rules' step_options emits) is an option of that step, and every other key of the section is
+    declared the workflow's own (`x-workflow-keys`), so no key is silently ignored."""
+    schema = yaml.safe_load(SCHEMA.read_text())
+    sections = dict(option_sections(schema, schema))
+    assert {"evaluate.eqtl", "evaluate.tracks", "finetune.te", "report.compare"} <= set(sections)
+    for path, node in sections.items():
+        allowed = section_properties(node, schema)
+        passed = set()
+        for step, keys in node["x-options"].items():
+            flags = step_flags(step)
+            for key in keys:
+                assert key in allowed, f"{path}.{key}: not a key of the section"
+                assert f"--{key.replace('_', '-')}" in flags, (
+                    f"{path}.{key}: not an option of {step}"
+                )
+            passed |= set(keys)
+        own = set(node.get("x-workflow-keys", []))
+        assert allowed - passed == own, f"{path}: keys neither passed nor the workflow's own"
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -80,13 +132,21 @@ def job_counts(output: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-def test_a_bad_training_config_stops_before_any_job(tmp_path):
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("stepz", 10, "config train.config.train: unknown key 'stepz'"),
+        ("schedule", "bad", "config train.config.train.schedule: 'bad' is not one of"),
+    ],
+)
+def test_a_bad_training_config_stops_before_any_job(tmp_path, key, value, message):
     config = load("demo.yaml")
-    config["train"]["config"]["train"]["stepz"] = 10
+    config["train"]["config"]["train"][key] = value
     (tmp_path / "broken.yaml").write_text(yaml.safe_dump(config))
     result = run_snakemake(tmp_path, "-n", "--cores", "1", "--configfile", "broken.yaml")
     assert result.returncode != 0
-    assert "config train.config.train: unknown key 'stepz'" in result.stdout + result.stderr
+    output = result.stdout + result.stderr
+    assert message in output and "config config" not in output
 
 
 def test_paper_dry_run_has_the_papers_jobs(tmp_path):
@@ -181,6 +241,33 @@ def check_demo_outputs(results: Path) -> dict[str, float]:
     assert finite(speed)
     numbers["figure1 inference ratio"] = float(speed)
     return numbers
+
+
+def test_paths_with_spaces_and_shell_syntax_are_quoted(tmp_path):
+    """Config paths reach the jobs as single arguments: a data folder with a space and a demo
+    mirror whose name holds `$(...)` download into place, and nothing runs the `$(...)`."""
+    config = load("demo.yaml")
+    config["data_dir"] = "data dir"
+    config["results_dir"] = "results/with space"
+    config["download"]["source_root"] = "mirror $(touch PWNED)"
+    (tmp_path / "odd.yaml").write_text(yaml.safe_dump(config))
+    target = "data dir/borzoi/hg38/sequences.bed"
+    run = run_snakemake(tmp_path, "--configfile", "odd.yaml", "--cores", "1", target)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert (tmp_path / target).stat().st_size > 0
+    assert (tmp_path / "mirror $(touch PWNED)" / ".flashrna-demo").is_file()
+    assert not list(tmp_path.rglob("PWNED")), "a config value was run as a command"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "dir").exists()  # no stray files
+
+
+def test_dry_run_writes_nothing(tmp_path):
+    """`snakemake -n` checks the config and plans the DAG without writing a file (the training
+    configs are written by the run_config rule, not while the Snakefile is parsed)."""
+    run = run_snakemake(tmp_path, "--configfile", "config/demo.yaml", "-n")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "run_config" in run.stdout
+    written = [p for p in tmp_path.rglob("*") if ".snakemake" not in p.parts and p.name != "config"]
+    assert written == [], written
 
 
 @pytest.mark.slow

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from flashrna.data.splits import TEST_FOLDS, VALID_FOLDS, split_labels
 from flashrna.tracks import POOL_WIDTH, TrackTable
 from flashrna.utils import FlashRNAError, atomic_directory, read_json, write_json
 
@@ -43,8 +44,6 @@ log = logging.getLogger(__name__)
 
 SHARD_FORMAT = "flashrna-shard"
 SHARD_VERSION = 1
-TEST_FOLDS = ("fold3",)
-VALID_FOLDS = ("fold4",)
 SPECIES_OF_GENOME = {"hg38": "human", "hg19": "human", "mm10": "mouse", "mm39": "mouse"}
 
 
@@ -80,26 +79,6 @@ def read_bed(path: str | os.PathLike) -> pd.DataFrame:
         raise FlashRNAError(f"{path}: row {row + 1}: end is not after start")
     frame["label"] = frame["label"].fillna("").astype(str)
     return frame
-
-
-def split_labels(
-    split: str,
-    labels: Sequence[str] | np.ndarray,
-    test_folds: Sequence[str] = TEST_FOLDS,
-    valid_folds: Sequence[str] = VALID_FOLDS,
-) -> set[str]:
-    """The labels among ``labels`` that make up ``split`` (``train``, ``valid`` or ``test``):
-    test = ``test_folds`` or a label ``test``, valid = ``valid_folds`` or ``valid``, train =
-    every other label."""
-    test, valid = {*test_folds, "test"}, {*valid_folds, "valid"}
-    present = set(labels)
-    if split == "test":
-        return present & test
-    if split == "valid":
-        return present & valid
-    if split == "train":
-        return present - test - valid
-    raise FlashRNAError(f"unknown split '{split}' (train, valid or test)")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import argparse
 
 from flashrna.finetune import rnaprops
 from flashrna.finetune.chip import CHIP_MODES, chip_config
+from flashrna.utils import set_aside_finished
 
 # --------------------------------------------------------------------------------------------
 # Command line
@@ -144,6 +145,12 @@ def add_property_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--overwrite", action="store_true", help="rerun folds already done")
+    parser.add_argument(
+        "--restart-finished",
+        action="store_true",
+        help="if --out holds a finished run (pearson.csv), move it to OUT.replaced-<time> and "
+        "start afresh; the workflow passes this when it asks for the results again",
+    )
 
 
 def run_property_cli(args: argparse.Namespace, data: rnaprops.RnaData) -> None:
@@ -161,6 +168,8 @@ def run_property_cli(args: argparse.Namespace, data: rnaprops.RnaData) -> None:
         weight_decay=args.weight_decay,
         seed=args.seed,
     )
+    if args.restart_finished:
+        set_aside_finished(args.out, "pearson.csv")
     rnaprops.finetune_property(
         args.model,
         data,

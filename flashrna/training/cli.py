@@ -8,10 +8,7 @@ from typing import Any
 
 from flashrna.training.config import check_config, load_config, normalise_species
 from flashrna.training.trainer import train
-from flashrna.utils import (
-    FlashRNAError,
-    merge_config,
-)
+from flashrna.utils import FlashRNAError, merge_config, set_aside_finished
 
 # --------------------------------------------------------------------------------------------
 # Command line
@@ -73,6 +70,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config as YAML and exit"
     )
+    parser.add_argument(
+        "--restart-finished",
+        action="store_true",
+        help="if --out holds a finished run (metrics.json), move it to OUT.replaced-<time> and "
+        "train afresh (an unfinished run still resumes); the workflow passes this when it "
+        "asks for a model again",
+    )
 
 
 def register_train(parser: argparse.ArgumentParser) -> None:
@@ -89,6 +93,8 @@ def run_training(args: argparse.Namespace, config: dict[str, Any]) -> int:
         return 0
     if args.out is None:
         raise FlashRNAError("--out is required: the run directory")
+    if args.restart_finished:
+        set_aside_finished(args.out, "metrics.json")
     result = train(config, args.out, args.device, args.stop_at_step)
     if result.status == "interrupted":
         return 128 + int(result.signal or 0)

@@ -1,11 +1,13 @@
 """Config validation and the helpers the rule files share (no rules here)."""
 
 import copy
+import shlex
 from pathlib import Path
 
 import yaml
 from snakemake.utils import validate
 
+from flashrna.data.splits import split_of
 from flashrna.download import fold_sizes, read_manifest, tfrecord_names
 from flashrna.training.config import load_config
 from flashrna.utils import FlashRNAError, merge_config
@@ -13,20 +15,12 @@ from flashrna.utils import FlashRNAError, merge_config
 validate(config, schema="../schemas/config.schema.yaml")
 
 REPO = Path(workflow.basedir).parent
-# Jobs run `flashrna <step>` from this checkout: a conda env (workflow/envs/*.yaml) holds the dependencies
-# and needs no install of the package (the function shadows an installed console script on
-# purpose, so a job always runs the code of this checkout).
-# `set_aside_finished_run RUN OUTPUT [MARKER]`: a run that finished before (RUN/MARKER, not an
-# output, exists: metrics.json of a training run) but whose OUTPUT snakemake removed (a forced or
-# input-triggered rerun) is moved to RUN.replaced-<time>, so the rerun starts afresh instead of
-# resuming the old run; an unfinished run (a retried or requeued job) stays and resumes.
+# Jobs run `flashrna <step>` from this checkout: a conda env (workflow/envs/*.yaml) holds the
+# dependencies and needs no install of the package (the function shadows an installed console
+# script on purpose, so a job always runs the code of this checkout).
 shell.prefix(
-    f"set -euo pipefail; export PYTHONPATH='{REPO}':\"${{{{PYTHONPATH:-}}}}\"; "
+    f'set -euo pipefail; export PYTHONPATH={shlex.quote(str(REPO))}:"${{{{PYTHONPATH:-}}}}"; '
     'flashrna() {{ python -m flashrna.cli "$@"; }}; '
-    "set_aside_finished_run() {{ "
-    'if [ -e "$1/${{3:-metrics.json}}" ] && [ ! -e "$2" ]; then '
-    'mv "$1" "$1.replaced-$(date +%Y%m%d-%H%M%S)"; '
-    'echo "moved the finished run $1 aside: its output is to be remade"; fi; }}; '
 )
 
 DATA = config["data_dir"]
@@ -59,7 +53,6 @@ EQTL_MODELS = [
     *BASELINES,
 ]
 CHIP_MODES = config["finetune"]["chip"]["modes"]
-TEST, VALID = "fold3", "fold4"
 PRETRAINED = f"{RESULTS}/models/member0/model"  # the trunk that is fine-tuned
 GTEX_TRACKS = f"{RESULTS}/eval/targets_gtex.txt"  # score-variants --tracks
 
@@ -83,41 +76,52 @@ def threads(kind):
     return config["resources"][kind].get("threads", 1)
 
 
-def cli_options(section, keys=None):
-    """`--key value` of the config keys of a step's section (`keys`: those to take, default all;
-    None values are left out, True is a bare flag, False nothing, a list repeats the value).
+def option(flag, *values):
+    """`flag value...` with every value shell-quoted (config values may hold spaces or `$`)."""
+    return " ".join([flag, *(shlex.quote(str(v)) for v in values)])
+
+
+SCHEMA = yaml.safe_load(
+    Path(workflow.source_path("../schemas/config.schema.yaml")).read_text()
+)
+
+
+def step_options(path, step):
+    """`--key value` of the keys of config section `path` (dotted, e.g. "evaluate.eqtl") that the
+    schema's `x-options` names for `flashrna <step>`: the one declaration of which config key is
+    which option (a test checks each against the step's parser). None values are left out, True
+    is a bare flag, False nothing, a list repeats the value; every value is shell-quoted.
     """
+    node, section = SCHEMA, config
+    for part in path.split("."):
+        node, section = node["properties"][part], (section or {}).get(part)
     parts = []
-    for key, value in (section or {}).items():
-        if (keys is not None and key not in keys) or value is None or value is False:
+    for key in node["x-options"][step]:
+        value = (section or {}).get(key)
+        if value is None or value is False:
             continue
         flag = f"--{key.replace('_', '-')}"
         if value is True:
             parts.append(flag)
         elif isinstance(value, list):
-            parts.append(f"{flag} {' '.join(repr(str(v)) for v in value)}")
+            parts.append(option(flag, *value))
         else:
-            parts.append(f"{flag} {value}")
+            parts.append(option(flag, value))
     return " ".join(parts)
-
-
-def options(section):
-    """All keys of a config section as `--key value` (see cli_options)."""
-    return cli_options(section)
 
 
 def download_args():
     """The options every download job shares."""
     args = [
-        f"--manifest {DL['manifest']}",
-        f"--data-dir {DATA}",
-        f"--tool {DL['tool']}",
+        option("--manifest", DL["manifest"]),
+        option("--data-dir", DATA),
+        option("--tool", DL["tool"]),
     ]
     if DL.get("source_root"):
-        args.append(f"--source-root {DL['source_root']}")
+        args.append(option("--source-root", DL["source_root"]))
     if DL.get("billing_project"):
-        args.append(f"--billing-project {DL['billing_project']}")
-    args += [f"--requester-pays {p}" for p in DL.get("requester_pays", [])]
+        args.append(option("--billing-project", DL["billing_project"]))
+    args += [option("--requester-pays", p) for p in DL.get("requester_pays", [])]
     return " ".join(args)
 
 
@@ -154,36 +158,24 @@ def tfrecords(genome):
 def derive_option(wildcards):
     if listed_tfrecords(wildcards.genome):
         return ""
-    return f"--derive {wildcards.genome}={DATA}/borzoi/{wildcards.genome}/sequences.bed"
+    bed = f"{DATA}/borzoi/{wildcards.genome}/sequences.bed"
+    return option("--derive", f"{wildcards.genome}={bed}")
 
 
 def shards(genome, splits=("train", "valid", "test"), kind="shards"):
     """Converted shard directories of a genome in the given splits."""
-    out = []
-    for name in tfrecords(genome):
-        label = name.split("-")[0]
-        split = "test" if label == TEST else "valid" if label == VALID else "train"
-        if split in splits:
-            out.append(f"{RESULTS}/{kind}/{genome}/{name}")
-    return out
+    return [
+        f"{RESULTS}/{kind}/{genome}/{name}"
+        for name in tfrecords(genome)
+        if split_of(name.split("-")[0]) in splits
+    ]
 
 
 def all_shards(wildcards=None):
     return [s for g in GENOMES for s in shards(g)]
 
 
-# -- Training configs: written once per change (their mtime means something) ----------------
-
-
-def write_if_changed(path, text):
-    """Write a derived config only when its content changes."""
-    path = Path(path)
-    if not path.exists() or path.read_text() != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
-    return str(path)
+# -- Training configs ---------------------------------------------------------------------
 
 
 def checked_train_config(cfg, where, over=None):
@@ -195,7 +187,12 @@ def checked_train_config(cfg, where, over=None):
             cfg = merge_config(load_config(overrides=copy.deepcopy(cfg)), over, where)
         load_config(overrides=copy.deepcopy(cfg))
     except FlashRNAError as err:
-        raise ValueError(f"config {str(err).replace('--set', where)}") from None
+        # The step names a key of its own config ("config train.schedule", "--set.train");
+        # the workflow user wrote it under `where` (train.config, distill.config, ...).
+        message = str(err).replace("--set", where, 1)
+        if message.startswith("config "):
+            message = f"{where}.{message.removeprefix('config ')}"
+        raise ValueError(f"config {message}") from None
     return cfg
 
 
@@ -231,19 +228,16 @@ def chip_config():
     return checked_train_config(cfg, "finetune.chip.config", extra)
 
 
-def _dump(cfg):
-    return yaml.safe_dump(cfg, sort_keys=False)
-
-
-TRAIN_CONFIG = write_if_changed(
-    f"{RESULTS}/configs/train.yaml", _dump(members_config())
-)
-DISTILL_CONFIG = write_if_changed(
-    f"{RESULTS}/configs/distill.yaml", _dump(student_config())
-)
-CHIP_CONFIG = write_if_changed(
-    f"{RESULTS}/configs/finetune-chip.yaml", _dump(chip_config())
-)
+# The run configs the training steps read, checked now (a bad key stops the workflow before any
+# job); the rule run_config (train.smk) writes them, so a dry run writes nothing.
+RUN_CONFIGS = {
+    "train": members_config(),
+    "distill": student_config(),
+    "finetune-chip": chip_config(),
+}
+TRAIN_CONFIG = f"{RESULTS}/configs/train.yaml"
+DISTILL_CONFIG = f"{RESULTS}/configs/distill.yaml"
+CHIP_CONFIG = f"{RESULTS}/configs/finetune-chip.yaml"
 
 
 # -- Models behind an evaluated name -----------------------------------------------------------
@@ -270,7 +264,7 @@ def model_args(wildcards):
     `--baseline NAME` of a baseline (borzoi0 -> borzoi-0)."""
     dirs = model_dirs(wildcards.model)
     if dirs:
-        return f"--model {' '.join(dirs)}"
+        return option("--model", *dirs)
     name = wildcards.model
     return f"--baseline {name.rstrip('0123456789')}-{name[len(name.rstrip('0123456789')):]}"
 

@@ -23,9 +23,9 @@ rule convert:
         assays=lambda wc: " ".join(assays_of(wc.genome)),
         per_file=DL.get("records_per_file", 16),
     shell:
-        "flashrna convert {params.tfrecord} --bed {input.bed} --targets {input.targets} "
-        "--records-per-file {params.per_file} --assays {params.assays} --out {output} "
-        "> {log} 2>&1"
+        "flashrna convert {params.tfrecord:q} --bed {input.bed:q} --targets {input.targets:q} "
+        "--records-per-file {params.per_file} --assays {params.assays} --out {output:q} "
+        ">> {log:q} 2>&1"
 
 
 rule convert_chip:
@@ -48,5 +48,5 @@ rule convert_chip:
         tfrecord=lambda wc: f"{DATA}/borzoi/{HUMAN}/tfrecords/{wc.label}-{wc.index}.tfr",
         per_file=DL.get("records_per_file", 16),
     shell:
-        "flashrna convert {params.tfrecord} --bed {input.bed} --targets {input.targets} "
-        "--records-per-file {params.per_file} --assays CHIP --out {output} > {log} 2>&1"
+        "flashrna convert {params.tfrecord:q} --bed {input.bed:q} --targets {input.targets:q} "
+        "--records-per-file {params.per_file} --assays CHIP --out {output:q} >> {log:q} 2>&1"

@@ -26,7 +26,7 @@ if DL.get("generate_demo"):
         params:
             mirror=lambda wc, output: str(Path(output[0]).parent),
         shell:
-            "flashrna demo-data --out {params.mirror} > {log} 2>&1"
+            "flashrna demo-data --out {params.mirror:q} >> {log:q} 2>&1"
 
 
 checkpoint download_windows:
@@ -45,11 +45,11 @@ checkpoint download_windows:
     params:
         args=download_args(),
         only=lambda wc: " ".join(
-            f"--only borzoi/{wc.genome}/{name}"
+            option("--only", f"borzoi/{wc.genome}/{name}")
             for name in ("sequences.bed", "statistics.json", "targets.txt")
         ),
     shell:
-        "flashrna download {params.args} {params.only} > {log} 2>&1"
+        "flashrna download {params.args} {params.only} >> {log:q} 2>&1"
 
 
 rule download_tfrecords:
@@ -71,8 +71,8 @@ rule download_tfrecords:
         derive=derive_option,
     shell:
         "flashrna download {params.args} {params.derive} "
-        "--only 'borzoi/{wildcards.genome}/tfrecords/{wildcards.label}-*' --record {output} "
-        "> {log} 2>&1"
+        "--only 'borzoi/{wildcards.genome}/tfrecords/{wildcards.label}-*' --record {output:q} "
+        ">> {log:q} 2>&1"
 
 
 rule download_genome:
@@ -91,7 +91,7 @@ rule download_genome:
         args=download_args(),
     shell:
         "flashrna download {params.args} --only 'genome/{wildcards.genome}.ml.fa.gz' "
-        "> {log} 2>&1"
+        ">> {log:q} 2>&1"
 
 
 rule download_annotation:
@@ -108,7 +108,7 @@ rule download_annotation:
     params:
         args=download_args(),
     shell:
-        "flashrna download {params.args} --only 'genes/*' > {log} 2>&1"
+        "flashrna download {params.args} --only 'genes/*' >> {log:q} 2>&1"
 
 
 rule download_eqtls:
@@ -125,7 +125,7 @@ rule download_eqtls:
     params:
         args=download_args(),
     shell:
-        "flashrna download {params.args} --only 'eqtl/*' > {log} 2>&1"
+        "flashrna download {params.args} --only 'eqtl/*' >> {log:q} 2>&1"
 
 
 rule download_saluki:
@@ -142,7 +142,7 @@ rule download_saluki:
     params:
         args=download_args(),
     shell:
-        "flashrna download {params.args} --only 'saluki/*' --record {output} > {log} 2>&1"
+        "flashrna download {params.args} --only 'saluki/*' --record {output:q} >> {log:q} 2>&1"
 
 
 rule download_ribonn:
@@ -159,4 +159,4 @@ rule download_ribonn:
     params:
         args=download_args(),
     shell:
-        "flashrna download {params.args} --only 'ribonn/*' > {log} 2>&1"
+        "flashrna download {params.args} --only 'ribonn/*' >> {log:q} 2>&1"

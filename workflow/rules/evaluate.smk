@@ -35,13 +35,10 @@ rule evaluate_tracks:
         model=model_args,
         shards=f"{RESULTS}/shards/{HUMAN}",
         out=lambda wc, output: str(Path(output.summary).parent),
-        options=cli_options(
-            config["evaluate"]["tracks"],
-            ("split", "batch_size", "num_workers", "max_windows"),
-        ),
+        options=step_options("evaluate.tracks", "evaluate-tracks"),
     shell:
-        "flashrna evaluate-tracks {params.model} --head human --shards {params.shards} "
-        "{params.options} --out {params.out} > {log} 2>&1"
+        "flashrna evaluate-tracks {params.model} --head human --shards {params.shards:q} "
+        "{params.options} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule evaluate_chip:
@@ -67,13 +64,10 @@ rule evaluate_chip:
         model=lambda wc: f"{RESULTS}/finetune/chip-{wc.mode}/model",
         shards=f"{RESULTS}/chip_shards/{HUMAN}",
         out=lambda wc, output: str(Path(output.summary).parent),
-        options=cli_options(
-            config["evaluate"]["tracks"],
-            ("split", "batch_size", "num_workers", "max_windows"),
-        ),
+        options=step_options("evaluate.tracks", "evaluate-tracks"),
     shell:
         "flashrna evaluate-tracks --model {params.model} --head chip "
-        "--shards {params.shards} {params.options} --out {params.out} > {log} 2>&1"
+        "--shards {params.shards:q} {params.options} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule gtex_tracks:
@@ -88,10 +82,10 @@ rule gtex_tracks:
     shell:
         # The rows of the human track table whose identifier names GTEx (Borzoi's
         # targets_gtex.txt), keeping their channel numbers.
-        "(awk -F '\\t' 'NR == 1 || index($2, \"GTEX\")' {input} > {output}.tmp && "
-        '[ "$(wc -l < {output}.tmp)" -gt 1 ] || '
-        '{{ echo "{input}: no track identifier contains GTEX" >&2; exit 1; }}; '
-        "mv {output}.tmp {output}) > {log} 2>&1"
+        "(awk -F '\\t' 'NR == 1 || index($2, \"GTEX\")' {input:q} > {output:q}.tmp && "
+        '[ "$(wc -l < {output:q}.tmp)" -gt 1 ] || '
+        '{{ echo {input:q}": no track identifier contains GTEX" >&2; exit 1; }}; '
+        "mv {output:q}.tmp {output:q}) >> {log:q} 2>&1"
 
 
 rule score_variants:
@@ -120,13 +114,11 @@ rule score_variants:
     params:
         model=model_args,
         out=lambda wc, output: str(Path(output.scores).parent),
-        options=cli_options(
-            EQTL, ("min_pip", "length", "crop_bins", "batch_size", "units")
-        ),
+        options=step_options("evaluate.eqtl", "score-variants"),
     shell:
-        "flashrna score-variants {params.model} --head human --eqtls {input.eqtls} "
-        "--tracks {input.tracks} --stats logSED --fasta {input.fasta} --gtf {input.gtf} "
-        "{params.options} --out {params.out} > {log} 2>&1"
+        "flashrna score-variants {params.model} --head human --eqtls {input.eqtls:q} "
+        "--tracks {input.tracks:q} --stats logSED --fasta {input.fasta:q} --gtf {input.gtf:q} "
+        "{params.options} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule eqtl_benchmark:
@@ -150,7 +142,7 @@ rule eqtl_benchmark:
         **resources("report"),
     params:
         out=lambda wc, output: str(Path(output.summary).parent),
-        options=cli_options(EQTL, ("min_pip", "min_variants", "tissue_map")),
+        options=step_options("evaluate.eqtl", "eqtl-benchmark"),
     shell:
-        "flashrna eqtl-benchmark --scores {input.scores} --eqtls {input.eqtls} "
-        "{params.options} --out {params.out} > {log} 2>&1"
+        "flashrna eqtl-benchmark --scores {input.scores:q} --eqtls {input.eqtls:q} "
+        "{params.options} --out {params.out:q} >> {log:q} 2>&1"

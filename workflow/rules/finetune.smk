@@ -34,31 +34,11 @@ rule finetune_chip:
         pretrained=lambda wc, input: str(Path(input.model).parent),
         run=lambda wc, output: str(Path(output.model).parents[1]),
         shards=f"{RESULTS}/chip_shards/{HUMAN}",
-        options=cli_options(
-            config["finetune"]["chip"],
-            ("epochs", "learning_rate", "warmup_steps", "trunk_lr_scale"),
-        ),
+        options=step_options("finetune.chip", "finetune chip"),
     shell:
-        "(set_aside_finished_run {params.run} {output.model}; "
-        "flashrna finetune chip --model {params.pretrained} --shards {params.shards} "
-        "--mode {wildcards.mode} --head chip --genome {input.genome} "
-        "--config {input.config} {params.options} --out {params.run}) >> {log} 2>&1"
-
-
-PROPERTY_KEYS = (
-    "folds",
-    "mode",
-    "pooling",
-    "hidden",
-    "dropout",
-    "epochs",
-    "patience",
-    "batch_size",
-    "lr",
-    "trunk_lr",
-    "weight_decay",
-    "seed",
-)
+        "flashrna finetune chip --restart-finished --model {params.pretrained:q} --shards {params.shards:q} "
+        "--mode {wildcards.mode} --head chip --genome {input.genome:q} "
+        "--config {input.config:q} {params.options} --out {params.run:q} >> {log:q} 2>&1"
 
 
 rule finetune_halflife:
@@ -80,11 +60,10 @@ rule finetune_halflife:
         pretrained=lambda wc, input: str(Path(input.model).parent),
         data=lambda wc, input: f"{Path(input.data).parent}/datasets/deeplearning/train_gru",
         out=lambda wc, output: str(Path(output.summary).parent),
-        options=cli_options(config["finetune"]["halflife"], PROPERTY_KEYS),
+        options=step_options("finetune.halflife", "finetune halflife"),
     shell:
-        "(set_aside_finished_run {params.out} {output.summary} pearson.csv; "
-        "flashrna finetune halflife --model {params.pretrained} --data {params.data} "
-        "--species human {params.options} --out {params.out}) > {log} 2>&1"
+        "flashrna finetune halflife --restart-finished --model {params.pretrained:q} --data {params.data:q} "
+        "--species human {params.options} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule finetune_te:
@@ -105,10 +84,7 @@ rule finetune_te:
     params:
         pretrained=lambda wc, input: str(Path(input.model).parent),
         out=lambda wc, output: str(Path(output.summary).parent),
-        options=cli_options(
-            config["finetune"]["te"], (*PROPERTY_KEYS, "targets", "num_folds")
-        ),
+        options=step_options("finetune.te", "finetune te"),
     shell:
-        "(set_aside_finished_run {params.out} {output.summary} pearson.csv; "
-        "flashrna finetune te --model {params.pretrained} --data {input.data} "
-        "{params.options} --out {params.out}) > {log} 2>&1"
+        "flashrna finetune te --restart-finished --model {params.pretrained:q} --data {input.data:q} "
+        "{params.options} --out {params.out:q} >> {log:q} 2>&1"

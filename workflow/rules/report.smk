@@ -82,9 +82,9 @@ rule bench_compare:
         **resources("evaluate"),
     params:
         # --size auto: the paper's size on a GPU, reduced on a CPU (flashrna.figure1)
-        extra=options(config["report"].get("compare")),
+        extra=step_options("report.compare", "bench compare"),
     shell:
-        "flashrna bench compare --output {output} {params.extra} > {log} 2>&1"
+        "flashrna bench compare --output {output:q} {params.extra} >> {log:q} 2>&1"
 
 
 # One rule per table and figure: each has its own caption file.
@@ -113,7 +113,13 @@ for _name, _files in REPORT_FILES.items():
             results=lambda wc, output: str(Path(output[0]).parents[1]),
             out=lambda wc, output: str(Path(output[0]).parent),
             options=REPORT_OPTIONS[_name],
-            footer=f"--run-name {config['run']} --config {REPORT_CONFIG} --data {REPORT_DATA}",
+            footer=" ".join(
+                (
+                    option("--run-name", config["run"]),
+                    option("--config", REPORT_CONFIG),
+                    option("--data", REPORT_DATA),
+                )
+            ),
         shell:
-            "flashrna report {params.what} --results {params.results} --out {params.out} "
-            "{params.options} {params.footer} > {log} 2>&1"
+            "flashrna report {params.what} --results {params.results:q} --out {params.out:q} "
+            "{params.options} {params.footer} >> {log:q} 2>&1"

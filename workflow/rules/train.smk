@@ -12,6 +12,25 @@ out of time, and the retried or requeued job continues from the newest checkpoin
 """
 
 
+rule run_config:
+    output:
+        f"{RESULTS}/configs/{{name}}.yaml",
+    log:
+        f"{LOGS}/run_config/{{name}}.log",
+    wildcard_constraints:
+        name="|".join(RUN_CONFIGS),
+    localrule: True
+    conda:
+        # printf and mv only: the smallest env
+        "../envs/plot.yaml"
+    params:
+        # A changed config changes this parameter, which reruns the rule and what reads it.
+        text=lambda wc: yaml.safe_dump(RUN_CONFIGS[wc.name], sort_keys=False),
+    shell:
+        "(printf '%s' {params.text:q} > {output:q}.tmp && mv {output:q}.tmp {output:q} && "
+        "echo wrote {output:q}) >> {log:q} 2>&1"
+
+
 rule train:
     input:
         all_shards,
@@ -35,9 +54,8 @@ rule train:
     params:
         run=lambda wc, output: str(Path(output.model).parents[1]),
     shell:
-        "(set_aside_finished_run {params.run} {output.model}; "
-        "flashrna train --config {input.config} --seed {wildcards.member} "
-        "--out {params.run}) >> {log} 2>&1"
+        "flashrna train --restart-finished --config {input.config:q} --seed {wildcards.member} "
+        "--out {params.run:q} >> {log:q} 2>&1"
 
 
 rule ensemble_predict:
@@ -64,13 +82,13 @@ rule ensemble_predict:
             f"--model {Path(m).parent}" for m in input.models
         ),
         shards=lambda wc, input: str(Path(input[0]).parents[1]),
-        options=cli_options(config["ensemble"], ("batch_size", "one_at_a_time")),
+        options=step_options("ensemble", "ensemble-predict"),
     shell:
-        "(for out in {output}; do "
+        "(for out in {output:q}; do "
         "flashrna ensemble-predict {params.models} "
-        '--shards {params.shards}/"$(basename "$out")" --splits train valid --out "$out" '
+        '--shards {params.shards:q}/"$(basename "$out")" --splits train valid --out "$out" '
         "{params.options}; "
-        "done) > {log} 2>&1"
+        "done) >> {log:q} 2>&1"
 
 
 rule distill:
@@ -95,11 +113,10 @@ rule distill:
     params:
         run=lambda wc, output: str(Path(output.model).parents[1]),
         teachers=" ".join(
-            f"--teacher {name}={RESULTS}/teacher/{spec['genome']}"
+            option("--teacher", f"{name}={RESULTS}/teacher/{spec['genome']}")
             for name, spec in SPECIES.items()
         ),
         weight=config["distill"].get("target_weight", 0.0),
     shell:
-        "(set_aside_finished_run {params.run} {output.model}; "
-        "flashrna distill --config {input.config} {params.teachers} "
-        "--target-weight {params.weight} --out {params.run}) >> {log} 2>&1"
+        "flashrna distill --restart-finished --config {input.config:q} {params.teachers} "
+        "--target-weight {params.weight} --out {params.run:q} >> {log:q} 2>&1"
