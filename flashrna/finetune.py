@@ -96,7 +96,9 @@ def register_finetune(parser: argparse.ArgumentParser) -> None:
 
     chip = tasks.add_parser("chip", help="a new ChIP-seq head on the trunk (Table 3)")
     _add_common_arguments(chip)
-    chip.add_argument("--model", required=True, help="pretrained model directory")
+    chip.add_argument(
+        "--model", required=True, help="pretrained model directory or official checkpoint (.ckpt)"
+    )
     chip.add_argument("--shards", nargs="+", required=True, help="shard folders (train/valid)")
     chip.add_argument("--mode", choices=CHIP_MODES, default="head", help="train the head, or all")
     chip.add_argument("--head", default="chip", help="name of the new head")
@@ -164,10 +166,11 @@ def _run_aggregate(args: argparse.Namespace) -> None:
 
 def _run_chip(args: argparse.Namespace) -> int:
     from flashrna.train import _run, load_config
+    from flashrna.zoo import flashrna_directory
 
     assays = None if [a.lower() for a in args.assays] == ["all"] else args.assays
     settings = chip_settings(
-        args.model,
+        flashrna_directory(args.model),
         args.shards,
         args.mode,
         args.head,

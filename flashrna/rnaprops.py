@@ -720,7 +720,9 @@ def aggregate_folds(out_dir: str | Path) -> pd.DataFrame:
 def add_property_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``finetune halflife`` and ``finetune te``."""
     d = PropertyConfig()
-    parser.add_argument("--model", required=True, help="pretrained model directory (its trunk)")
+    parser.add_argument(
+        "--model", required=True, help="pretrained model directory or official checkpoint (.ckpt)"
+    )
     parser.add_argument("--out", required=True, help="output directory (fold<k>/ inside)")
     parser.add_argument(
         "--folds",
@@ -749,7 +751,9 @@ def add_property_options(parser: argparse.ArgumentParser) -> None:
 def run_property_cli(args: argparse.Namespace, data: RnaData) -> None:
     """Run the folds asked for on ``data``, then aggregate the folds done so far."""
     from flashrna.model import load_model
+    from flashrna.zoo import flashrna_directory
 
+    pretrained = flashrna_directory(args.model)
     config = PropertyConfig(
         mode=args.mode,
         pooling=args.pooling,
@@ -772,14 +776,14 @@ def run_property_cli(args: argparse.Namespace, data: RnaData) -> None:
     device = resolve_device(args.device)
     cache = None
     if todo and config.mode == "head":
-        trunk = load_model(args.model, device=device).trunk
+        trunk = load_model(pretrained, device=device).trunk
         cache = EmbeddingCache.build(
             trunk, data.sequences, args.cache_dir or out / "embeddings", device=device
         )
     for fold in todo:
         # Full mode trains the trunk in place: start every fold from the pretrained weights.
         if config.mode == "full":
-            trunk = load_model(args.model, device=device).trunk
+            trunk = load_model(pretrained, device=device).trunk
         metrics = run_fold(trunk, data, fold, config, out, device, cache)
         log.info("fold %d: test Pearson %s", fold, metrics["mean_pearson"])
     aggregate_folds(out)

@@ -1,5 +1,5 @@
 """Borzoi/Flashzoi baselines: a randomly initialised small Borzoi from borzoi-pytorch through
-evaluate-tracks and score-variants, checked against the library's own forward pass with the
+evaluate-tracks and score-variants (``--model``), checked against the library's own forward pass with the
 reverse-complement average done by hand; Flashzoi's attention against a reference."""
 
 from __future__ import annotations
@@ -95,14 +95,14 @@ def test_evaluate_tracks_with_a_baseline(tmp_path, borzoi_dir, tracks):
         {"chrom": "chr1", "start": [256, 10_256, 20_256], "end": [768, 10_768, 20_768]}
     ).assign(label="fold3")
     write_shard(tmp_path / "shard", sequences, targets, windows, tracks, "human")
-    out = tmp_path / "eval"
-    baseline = str(borzoi_dir)
-    argv = ["evaluate-tracks", "--data", str(tmp_path / "shard"), "--out", str(out)]
-    argv += ["--baseline", baseline, "--baseline", baseline, baseline, "--num-workers", "0"]
-    argv += ["--device", "cpu"]  # compared with fp32 predictions on the CPU
-    assert main(argv) == 0
-    result = pd.read_csv(out / "tracks.csv")
-    single, ensemble = (group for _, group in result.groupby("model", sort=False))
+    model = str(borzoi_dir)
+    argv = ["evaluate-tracks", "--data", str(tmp_path / "shard"), "--num-workers", "0"]
+    argv += ["--device", "cpu", "--allow-length"]  # fp32 on the CPU; 1,024 bp, not 524,288
+    assert main([*argv, "--out", str(tmp_path / "one"), "--model", model]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two"), "--model", model, "--model", model]) == 0
+    single = pd.read_csv(tmp_path / "one" / "tracks.csv")
+    ensemble = pd.read_csv(tmp_path / "two" / "tracks.csv")
+    assert set(ensemble["model"]) == {f"{model}+{model}"}
     # Expected: Pearson of the library's RC-averaged predictions (central 16 bins).
     pred = reference_prediction(build_borzoi(borzoi_dir), sequences, tracks)[:, 8:24]
     x, y = pred.reshape(-1, len(tracks)), targets.astype(np.float64).reshape(-1, len(tracks))
@@ -127,10 +127,11 @@ def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, tracks):
         "--gtf",
         str(tmp_path / "genes.gtf"),
     ]
-    argv += ["--baseline", str(borzoi_dir), "--length", str(LENGTH), "--crop-bins", "4"]
+    argv += ["--model", str(borzoi_dir), "--length", str(LENGTH), "--crop-bins", "4"]
     argv += ["--device", "cpu"]
     argv += ["--tracks", *tracks.identifier[2:]]  # the unstranded DNase and ATAC tracks
-    assert main(argv) == 0
+    assert main(argv) == 1  # Borzoi is built for 524,288 bp: refused ...
+    assert main([*argv, "--allow-length"]) == 0  # ... unless allowed
     scores = pd.read_csv(out / "scores.tsv", sep="\t")
     skipped = pd.read_csv(out / "skipped.tsv", sep="\t")
     assert skipped["reason"].tolist() == ["ref_mismatch"] and len(scores) == 1

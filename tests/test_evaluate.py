@@ -1,4 +1,4 @@
-"""evaluate-tracks (streaming Pearson in three spaces, replicates, resuming) and eqtl-benchmark
+"""evaluate-tracks (streaming Pearson in three spaces, ensembles, resuming) and eqtl-benchmark
 (tissue mapping, sign flips, Spearman), against scipy on independently assembled data."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
 from flashrna.variants import eqtl_variants, read_eqtls
-from flashrna.zoo.interface import load_flashrna
+from flashrna.zoo import load_track_model
 
 LENGTH, TARGET_BINS = 1024, 16  # 32 output bins; targets cover 16 of them
 
@@ -78,7 +78,7 @@ def windows():
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     dirs = [save_tiny_model(root / f"m{seed}", MODEL_TRACKS, seed=seed) for seed in (0, 1)]
-    return [load_flashrna([str(d)], "human", None, torch.device("cpu")) for d in dirs]
+    return [load_track_model([d]) for d in dirs]
 
 
 @pytest.mark.parametrize("sizes", [(7,), (1, 1, 1, 1, 1, 1, 1), (3, 4), (2, 2, 3)])
@@ -130,21 +130,21 @@ def test_missing_track_is_named(models):
 def test_model_track_tables_are_found_and_checked(tmp_path):
     directory = save_tiny_model(tmp_path / "m", MODEL_TRACKS)
     (directory / "targets-human.txt").rename(directory / "targets.txt")  # the fallback name
-    model = load_flashrna([str(directory)], "human", None, torch.device("cpu"))
+    model = load_track_model([directory])
     assert model.tracks == MODEL_TRACKS
     (directory / "targets.txt").unlink()
     with pytest.raises(FlashRNAError, match=r"no targets-human\.txt or targets\.txt"):
-        load_flashrna([str(directory)], "human", None, torch.device("cpu"))
+        load_track_model([directory])
     unpaired = make_table([(f"DNA{k}", 1.0, 1.0, "sum", k) for k in range(4)])
     unpaired.write(tmp_path / "unpaired.txt")
     with pytest.raises(FlashRNAError, match=r"strand pair of row 0 .* the model stores 1"):
-        load_flashrna([str(directory)], "human", str(tmp_path / "unpaired.txt"), "cpu")
+        load_track_model([directory], targets=tmp_path / "unpaired.txt")
     with pytest.raises(FlashRNAError, match="no head 'mouse'"):
-        load_flashrna([str(directory)], "mouse", None, torch.device("cpu"))
+        load_track_model([directory], head="mouse")
 
 
 # --------------------------------------------------------------------------------------------
-# The command line: replicates and resuming
+# The command line: ensembles and resuming
 # --------------------------------------------------------------------------------------------
 
 
@@ -177,29 +177,29 @@ def evaluate(out, shards, model_dirs, *extra) -> int:
     return main([*argv, "--batch-size", "2", *extra])
 
 
-def test_cli_replicates_and_resume(tmp_path, shards, models, monkeypatch):
+def test_cli_ensemble_and_resume(tmp_path, shards, windows, models, monkeypatch):
     dirs = [m.name for m in models]
-    assert evaluate(tmp_path / "full", shards, dirs) == 0
+    assert evaluate(tmp_path / "full", shards, dirs) == 0  # --model twice: one ensemble
     tracks = pd.read_csv(tmp_path / "full" / "tracks.csv")
     assays = pd.read_csv(tmp_path / "full" / "assays.csv")
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["windows"] == 5  # the fold3 windows only
     assert list(tracks["identifier"][:4]) == ["DNAb", "RNAa+", "RNAa-", "ATAc"]
-    assert list(tracks["model"].unique()) == dirs
+    assert list(tracks["model"].unique()) == ["+".join(dirs)]
+    # Expected: Pearson of the members' mean prediction over the targets' central 16 bins.
+    sequences, targets, _ = windows
+    mean = np.mean([predict(m.module, sequences[:5], "human").numpy() for m in models], axis=0)
+    x = mean[:, 8:24][..., DATA_ROWS].reshape(-1, len(DATA_ROWS)).astype(np.float64)
+    y = targets[:5].astype(np.float64).reshape(-1, len(DATA_ROWS))
+    expected = [pearsonr(x[:, k], y[:, k])[0] for k in range(len(DATA_ROWS))]
+    np.testing.assert_allclose(tracks["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
     columns = [f"pearson_{s}" for s in SPACES]
-    per_model = assays[assays["model"].isin(dirs)].set_index(["model", "assay"])
-    for (model, assay), row in per_model.iterrows():
-        selected = tracks[(tracks["model"] == model) & (tracks["assay"] == assay)]
-        np.testing.assert_allclose(row[columns], selected[columns].mean(), atol=2e-6)
-        assert row["tracks"] == len(selected)
-    for assay, group in per_model.groupby("assay"):
-        mean = assays[(assays["model"] == "mean") & (assays["assay"] == assay)][columns]
-        sd = assays[(assays["model"] == "sd") & (assays["assay"] == assay)][columns]
-        np.testing.assert_allclose(mean.to_numpy()[0], group[columns].mean(), atol=2e-6)
-        np.testing.assert_allclose(sd.to_numpy()[0], group[columns].std(ddof=1), atol=2e-6)
-        assert summary["assays"][assay]["counts"]["sd"] == pytest.approx(
-            group["pearson_counts"].std(ddof=1), abs=2e-6
+    for row in assays.itertuples(index=False):
+        selected = tracks[tracks["assay"] == row.assay]
+        np.testing.assert_allclose(
+            [getattr(row, c) for c in columns], selected[columns].mean(), atol=2e-6
         )
+        assert row.tracks == len(selected)
 
     # Interrupted after two batches (states saved after each), then resumed.
     calls = {"n": 0}
