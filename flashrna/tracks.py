@@ -120,7 +120,8 @@ class TrackTable:
         frame["description"] = frame["description"].fillna("").astype(str)
         frame["identifier"] = frame["identifier"].astype(str)
         if GTEX_COLUMN in frame.columns:
-            frame[GTEX_COLUMN] = frame[GTEX_COLUMN].fillna("").astype(str)
+            tissue = frame[GTEX_COLUMN]
+            frame[GTEX_COLUMN] = np.where(tissue.isna(), "", tissue.astype(str)).astype(str)
         self.frame = frame
 
     # -- reading and writing ------------------------------------------------------------------
