@@ -348,7 +348,50 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
     assert summary["spearman_mean"] == pytest.approx(np.mean(rhos)) and summary["tissues"] == 2
 
 
-def test_eqtl_inputs_are_checked(tmp_path):
+def test_eqtl_benchmark_uses_the_models_own_gtex_tissue_column(tmp_path):
+    gtex = TrackTable.read(fixture_path("borzoi/targets_gtex.txt"))
+    wanted = np.isin(gtex.frame["description"], ["RNA:adipose_tissue", "RNA:blood"])
+    tracks = gtex.take(np.flatnonzero(wanted))
+    # Tissues unlike the description map's (3 tracks each): one adipose track, two blood ones.
+    adipose = np.flatnonzero(tracks.frame["description"] == "RNA:adipose_tissue")[:1]
+    blood = np.flatnonzero(tracks.frame["description"] == "RNA:blood")[:2]
+    tissue = np.full(len(tracks), "", dtype=object)
+    tissue[adipose], tissue[blood] = "Adipose_Subcutaneous", "Whole_Blood"
+    tracks = TrackTable(tracks.frame.assign(gtex_tissue=tissue), tracks.source)
+    model = save_tiny_model(tmp_path / "model", tracks)
+    (tmp_path / "genes.gtf").write_text(GTF)
+    eqtls = tmp_path / "Adipose_Subcutaneous.tsv"
+    eqtls.write_text(HEADER + tsv_rows(ADIPOSE))
+    fasta = fixture_path("genome/hg38_1m.fa.gz")
+    common = ["--fasta", str(fasta), "--gtf", str(tmp_path / "genes.gtf"), "--model", str(model)]
+    common += ["--length", "4096", "--crop-bins", "16", "--eqtls", str(eqtls)]
+    assert main(["score-variants", *common, "--out", str(tmp_path / "sv")]) == 0
+    listed = pd.read_csv(tmp_path / "sv" / "tracks.tsv", sep="\t", keep_default_na=False)
+    assert list(listed["gtex_tissue"]) == list(tissue)
+    argv = ["eqtl-benchmark", "--eqtls", str(eqtls), "--min-variants", "2"]
+    assert main([*argv, "--out", str(tmp_path / "eq"), *common[:-2]]) == 0
+    scores = tmp_path / "sv" / "scores.tsv"
+    assert main([*argv, "--out", str(tmp_path / "again"), "--scores", str(scores)]) == 0
+    for name in ("tissues.csv", "eqtls.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "again" / name), pd.read_csv(tmp_path / "eq" / name)
+        )
+    tissues = pd.read_csv(tmp_path / "eq" / "tissues.csv").set_index("tissue")
+    assert tissues.loc["Adipose_Subcutaneous", "tracks"] == 1
+    summary = json.loads((tmp_path / "eq" / "summary.json").read_text())
+    assert summary["tissue_tracks"] == "the model's gtex_tissue column"
+    # The pair scores read the one adipose track only.
+    scored = pd.read_csv(scores, sep="\t")
+    column = f"logSED:{tracks.identifier[adipose[0]]}"
+    hit = scored[
+        (scored["variant"] == "chr1_14677_G_A_b38") & scored["gene_id"].str.startswith("ENSG1.")
+    ]
+    pairs = pd.read_csv(tmp_path / "eq" / "eqtls.csv")
+    got = pairs[pairs["variant"] == "chr1_14677_G_A_b38"]["score"].item()
+    assert got == pytest.approx(hit[column].item(), rel=1e-4)
+
+
+def test_eqtl_inputs_are_checked(tmp_path, capsys):
     bad = tmp_path / "Liver.tsv"
     bad.write_text("variant\tgene\tpip\tallele1\nchr1_1_A_G_b38\tENSG1\t0.99\tA\n")
     with pytest.raises(FlashRNAError, match=r"Liver.tsv: missing column\(s\) beta_posterior"):
@@ -357,7 +400,9 @@ def test_eqtl_inputs_are_checked(tmp_path):
     odd.write_text("variant\tgene\tpip\tbeta_posterior\tallele1\nchr1_1_A_G_b38\tE\t0.99\t1\tA\n")
     argv = ["eqtl-benchmark", "--eqtls", str(odd), "--out", str(tmp_path / "o")]
     argv += ["--fasta", "x", "--gtf", "y", "--model", "z"]
+    argv += ["--targets", str(fixture_path("borzoi/targets_gtex.txt"))]  # no gtex_tissue column
     assert main(argv) == 1  # Cornea has no row in the tissue map: a clear error, not a guess
+    assert "Cornea have no row in" in capsys.readouterr().err
     assert read_eqtls([odd])["tissue"].tolist() == ["Cornea"]
     base = ["eqtl-benchmark", "--eqtls", str(odd), "--out", str(tmp_path / "o")]
     assert main([*base, "--scores", "s.tsv", "--model", "z"]) == 1  # either scores or a model

@@ -284,3 +284,39 @@ def test_a_checkpoint_as_model_is_imported_into_the_cache(tmp_path, monkeypatch,
     got = np.load(tmp_path / "p" / "predictions.npy")
     assert got.shape == (1, 256, 1612)
     np.testing.assert_array_equal(got, np.load(tmp_path / "q" / "predictions.npy"))
+
+
+def test_evaluate_tracks_on_the_tracks_a_released_head_shares(tmp_path, imported):
+    """Table 1 for released weights: only the data's tracks the model predicts."""
+    from flashrna.data import write_shard
+
+    borzoi = TrackTable.read(fixture_path("borzoi/targets_human.txt.gz"))
+    released = TrackTable.read(imported / "targets-human.txt")
+    dnase = np.flatnonzero(
+        np.isin(borzoi.identifier, released.identifier) & (borzoi.assay == "DNASE")
+    )
+    atac = np.flatnonzero(
+        np.isin(borzoi.identifier, released.identifier) & (borzoi.assay == "ATAC")
+    )
+    chip = np.flatnonzero(borzoi.assay == "CHIP")
+    data_tracks = borzoi.take([chip[0], dnase[0], atac[0]])
+    rng = np.random.default_rng(0)
+    sequences = np.load(official("input.npy"))
+    targets = rng.gamma(0.5, 2.0, (2, 128, 3)).astype(np.float16)
+    windows = pd.DataFrame({"chrom": "chr1", "start": [2048, 20_048], "end": [6144, 24_144]})
+    write_shard(
+        tmp_path / "s", sequences, targets, windows.assign(label="fold3"), data_tracks, "human"
+    )
+    argv = ["evaluate-tracks", "--shards", str(tmp_path / "s"), "--model", str(imported)]
+    argv += ["--out", str(tmp_path / "e"), "--num-workers", "0", "--device", "cpu"]
+    assert main(argv) == 1  # the released head has no such ChIP track ...
+    assert main([*argv, "--shared-tracks"]) == 1  # ... and it was built for 524,288 bp
+    assert main([*argv, "--shared-tracks", "--allow-length"]) == 0
+    result = pd.read_csv(tmp_path / "e" / "tracks.csv")
+    assert list(result["identifier"]) == list(data_tracks.identifier[1:])
+    prediction = predict(load_model(imported), sequences, "human").numpy()[:, 64:192]
+    columns = [list(released.identifier).index(i) for i in data_tracks.identifier[1:]]
+    x = prediction[..., columns].reshape(-1, 2).astype(np.float64)
+    y = targets[..., 1:].astype(np.float64).reshape(-1, 2)
+    expected = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(2)]
+    np.testing.assert_allclose(result["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
