@@ -9,8 +9,10 @@ and a footer names the run, its config, the value space and the data (demo or re
 Inputs, relative to the run's results directory (``--results``; the workflow's layout). A model
 name is a directory under ``eval/tracks`` (Table 1), ``eval/eqtl`` (Table 2, Figure 2) or
 ``eval/chip`` (Table 3): ``member<k>`` for FlashRNA replicates, ``ensemble<n>``, ``distilled``,
-``borzoi<k>``, ``flashzoi<k>``. Names given on the command line are required; without them the
-ones present are used, and a baseline with none present is shown as "not run".
+``borzoi<k>``, ``flashzoi<k>``, and for the released FlashRNA weights (config ``published``)
+``released<k>``, ``released-ensemble<n>``, ``released-distilled``. Names given on the command line
+are required; without them the ones present are used, and a baseline with none present is shown
+as "not run" (the released rows only appear when present).
 
 ========  ====================================================================================
 table1    ``eval/tracks/<model>/summary.json`` (evaluate-tracks): ``assays.<assay>.counts
@@ -76,6 +78,7 @@ DATA = {
     "real": "real (the Borzoi, GTEx, Saluki and RiboNN data)",
 }
 NOT_RUN = "not run"
+RELEASED = "FlashRNA (released weights)"  # the published checkpoints, evaluated here
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,13 +334,18 @@ def track_values(summaries: list[dict] | None, assay: str, space: str) -> list[f
 
 
 def model_rows(root: Path, args: argparse.Namespace) -> dict[str, list[dict] | None]:
-    """Summaries of the baselines (None: not run) and of the FlashRNA replicates (required)
-    under ``root``, named by ``--borzoi``, ``--flashzoi``, ``--replicates`` or found there."""
-    return {
+    """Summaries of the baselines (None: not run), of the FlashRNA replicates (required) and,
+    when present, of the released weights' replicates, under ``root``, named by ``--borzoi``,
+    ``--flashzoi``, ``--replicates``, ``--released`` or found there."""
+    rows = {
         "Borzoi": model_summaries(root, args.borzoi, r"borzoi\d+", "Borzoi", False),
         "Flashzoi": model_summaries(root, args.flashzoi, r"flashzoi\d+", "Flashzoi", False),
         "FlashRNA": model_summaries(root, args.replicates, r"member\d+", "FlashRNA", True),
     }
+    released = model_summaries(root, args.released, r"released\d+", RELEASED, False)
+    if released is not None:
+        rows[RELEASED] = released
+    return rows
 
 
 def eqtl_values(summaries: list[dict] | None) -> list[float] | None:
@@ -375,7 +383,10 @@ def table1(args: argparse.Namespace) -> Table:
         table.add(
             [model],
             {
-                label: Cell(track_values(summaries, assay, args.space), PAPER_TABLE1[model][assay])
+                label: Cell(
+                    track_values(summaries, assay, args.space),
+                    PAPER_TABLE1.get(model, {}).get(assay),
+                )
                 for assay, label in ASSAYS.items()
             },
         )
@@ -385,9 +396,29 @@ def table1(args: argparse.Namespace) -> Table:
         f"{first.get('split')} split (test = fold3), forward + reverse-complement "
         "averaged predictions, then the mean per assay; this run: mean ± SD (ddof 1) over the "
         "n replicates; paper: mean ± SD of 4 replicates.",
+        *released_tracks_note(rows),
         *footer(args, args.space),
     ]
     return table
+
+
+def released_tracks_note(rows: dict[str, list[dict] | None]) -> list[str]:
+    """Table 1's footer line on what the released weights could be compared on: the test
+    tracks their human head shares (by identifier) out of the tracks the replicates had."""
+    if RELEASED not in rows:
+        return []
+    shared = rows[RELEASED][0].get("assays", {})
+    every = rows["FlashRNA"][0].get("assays", {})
+    counts = ", ".join(
+        f"{label} {shared.get(a, {}).get('tracks', 0):,} of {every.get(a, {}).get('tracks', 0):,}"
+        for a, label in ASSAYS.items()
+    )
+    return [
+        f"{RELEASED}: the published checkpoints, evaluated here on the test tracks their human "
+        f"head shares by identifier ({counts}); the other test tracks have no released "
+        "counterpart and are not comparable (the released RNA tracks are named by ontology "
+        "terms; only the GTEx ones are Borzoi's)."
+    ]
 
 
 def table2(args: argparse.Namespace) -> Table:
@@ -402,12 +433,20 @@ def table2(args: argparse.Namespace) -> Table:
         [column],
     )
     for model, summaries in rows.items():
-        table.add([model], {column: Cell(eqtl_values(summaries), PAPER_TABLE2[model])})
+        table.add([model], {column: Cell(eqtl_values(summaries), PAPER_TABLE2.get(model))})
     first = rows["FlashRNA"][0]
     table.footer = [
         f"One model per replicate; ρ per GTEx tissue with more than {first.get('min_variants')} "
         f"scored eQTLs (PIP > {first.get('min_pip')}), mean over the {first.get('tissues')} "
         "such tissues; this run: mean ± SD (ddof 1) over the n replicates.",
+        *(
+            [
+                f"{RELEASED}: the published checkpoints; a tissue's tracks are those the model's "
+                f"own gtex_tissue column names ({rows[RELEASED][0].get('tissues')} tissues)."
+            ]
+            if RELEASED in rows
+            else []
+        ),
         *footer(args),
     ]
     return table
@@ -517,12 +556,24 @@ def figure2_points(args: argparse.Namespace) -> list[Point]:
     if distilled:
         values = eqtl_values(summaries_of(root, distilled))
         points.append(Point("FlashRNA distilled", "this run", 1, Cell(values)))
+    if RELEASED in rows:
+        points.append(Point(RELEASED, "this run", 1, Cell(eqtl_values(rows[RELEASED]))))
+        for name in named_or_found(root, args.released_ensembles, r"released-ensemble\d+"):
+            values = eqtl_values(summaries_of(root, [name]))
+            points.append(Point(RELEASED, "this run", int(name[17:]), Cell(values)))
+        for name in named_or_found(root, args.released_distilled, "released-distilled"):
+            values = eqtl_values(summaries_of(root, [name]))
+            points.append(Point(f"{RELEASED} distilled", "this run", 1, Cell(values)))
     for label in ("Borzoi", "Flashzoi"):
         points.append(Point(label, "this run", None, Cell(eqtl_values(rows[label]))))
     points += [Point("FlashRNA", "paper", n, Cell([v])) for n, v in PAPER_FIGURE2.items()]
     points.append(Point("FlashRNA distilled", "paper", 1, Cell([PAPER_DISTILLED])))
     points.append(Point("Borzoi", "paper", None, Cell([PAPER_TABLE2["Borzoi"][0]])))
     return points
+
+
+def named_or_found(root: Path, names: Sequence[str] | None, pattern: str) -> list[str]:
+    return found_models(root, pattern) if names is None else list(names)
 
 
 def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> list[Path]:
@@ -571,6 +622,25 @@ def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> lis
                 label=f"distilled into 1 model from {teacher if source == 'this run' else 16} "
                 f"({source})",
             )
+    released = sorted(
+        (p for p in points if p.series == RELEASED and p.cell.mean is not None),
+        key=lambda p: p.size,
+    )
+    if released:
+        ax.errorbar(
+            [p.size for p in released],
+            [p.cell.mean for p in released],
+            yerr=[p.cell.sd or 0.0 for p in released],
+            color="#9467bd",
+            marker="s",
+            capsize=3,
+            label=f"{RELEASED}, ensemble (this run)",
+        )
+    for p in points:
+        if p.series == f"{RELEASED} distilled" and p.cell.mean is not None:
+            # Hollow and on top: a distilled star at the same place stays visible inside it.
+            ax.plot([1], [p.cell.mean], color="#9467bd", marker="D", ms=13, mfc="none", mew=2,
+                    ls="none", zorder=5, label=f"{RELEASED}, distilled (this run)")  # fmt: skip
     lines = {"Borzoi": "#7f7f7f", "Flashzoi": "#2ca02c"}
     for p in points:
         if p.size is not None or p.cell.mean is None:
@@ -664,6 +734,9 @@ def register_report(parser: argparse.ArgumentParser) -> None:
             names = f"directory names under RESULTS/{MODEL_DIRS[name]} (default: those present)"
             if name != "table3":
                 sub.add_argument("--replicates", nargs="+", help="FlashRNA replicates: " + names)
+                sub.add_argument(
+                    "--released", nargs="*", help="the released weights' replicates: " + names
+                )
             for baseline in ("borzoi", "flashzoi")[: 1 if name == "table3" else 2]:
                 sub.add_argument(
                     f"--{baseline}",
@@ -687,6 +760,12 @@ def register_report(parser: argparse.ArgumentParser) -> None:
         if name == "figure2":
             sub.add_argument("--ensembles", nargs="*", help="ensemble<n> " + names)
             sub.add_argument("--distilled", nargs="*", help="the distilled model: " + names)
+            sub.add_argument(
+                "--released-ensembles", nargs="*", help="released-ensemble<n> " + names
+            )
+            sub.add_argument(
+                "--released-distilled", nargs="*", help="the released distilled model: " + names
+            )
 
 
 def _run_report(args: argparse.Namespace) -> None:
