@@ -674,6 +674,17 @@ def model_description(
     }
 
 
+def describe_training(datasets: Mapping[str, Any], value_space: str = "squashed") -> dict:
+    """:func:`model_description` of a model trained on ``datasets`` ({head: a dataset as
+    :class:`flashrna.data.TrackDataset`: ``seq_length``, ``crop0`` (bins at each end outside
+    its targets) and ``shards.genome``; a distillation dataset's ``real`` one is used}). The
+    input length and crop are the first head's."""
+    sets = {head: getattr(data, "real", data) for head, data in datasets.items()}
+    first = next(iter(sets.values()))
+    genomes = {head: data.shards.genome or None for head, data in sets.items()}
+    return model_description(first.seq_length, first.crop0, genomes, value_space)
+
+
 def _read_stored(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.exists():

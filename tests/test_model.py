@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,6 +23,7 @@ from flashrna.model import (
     build_model,
     center_crop,
     check_input_length,
+    describe_training,
     flop_counts,
     load_model,
     model_config,
@@ -389,6 +391,15 @@ def test_model_describes_itself_and_refuses_other_lengths(tmp_path):
     save_model(tiny(), tmp_path / "old")
     assert read_model_description(tmp_path / "old")["input_length"] is None
     check_input_length(read_model_description(tmp_path / "old"), 524_288, "old")
+
+
+def test_a_trained_model_describes_its_training_data():
+    def dataset(genome):  # what flashrna.data.TrackDataset exposes
+        return SimpleNamespace(seq_length=16_384, crop0=128, shards=SimpleNamespace(genome=genome))
+
+    mouse = SimpleNamespace(real=dataset("mm10"), teacher=dataset("mm10"))  # distillation
+    description = describe_training({"human": dataset("hg38"), "mouse": mouse})
+    assert description == model_description(16_384, 128, {"human": "hg38", "mouse": "mm10"})
 
 
 def test_predict_takes_dna_text_and_intervals():
