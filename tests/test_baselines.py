@@ -143,6 +143,8 @@ def test_imported_borzoi_is_a_model_directory(imported_borzoi, borzoi_dir):
         torch.testing.assert_close(model(sequences), expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(FlashRNAError, match="holds a borzoi model"):
         read_model_config(imported_borzoi)
+    argv = ["finetune", "chip", "--model", str(imported_borzoi), "--shards", "a"]
+    assert main([*argv, "--print-config"]) == 1  # fine-tuning needs a FlashRNA trunk
 
 
 @pytest.mark.parametrize("source", ["hub layout", "imported"])

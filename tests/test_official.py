@@ -320,3 +320,14 @@ def test_evaluate_tracks_on_the_tracks_a_released_head_shares(tmp_path, imported
     y = targets[..., 1:].astype(np.float64).reshape(-1, 2)
     expected = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(2)]
     np.testing.assert_allclose(result["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_finetune_starts_from_a_checkpoint(tmp_path, monkeypatch, capsys):
+    import yaml
+
+    monkeypatch.setenv("FLASHRNA_CACHE", str(tmp_path / "cache"))
+    checkpoint = str(official("official-tiny.ckpt"))
+    argv = ["finetune", "chip", "--model", checkpoint, "--shards", "a", "--print-config"]
+    assert main(argv) == 0
+    init = yaml.safe_load(capsys.readouterr().out)["model"]["init"]
+    assert read_model_description(init)["source"]["checkpoint"] == checkpoint

@@ -150,7 +150,10 @@ def resolve_model(value: str | Path) -> ModelSource:
 
 def flashrna_directory(value: str | Path) -> str:
     """The FlashRNA model directory a ``--model`` value names (an official checkpoint is
-    imported first); Borzoi/Flashzoi are refused (fine-tuning needs this package's trunk)."""
+    imported first; a path that does not exist is returned as given, for the step to report);
+    Borzoi/Flashzoi are refused (fine-tuning needs this package's trunk)."""
+    if not Path(value).expanduser().exists():
+        return str(value)
     source = resolve_model(value)
     if source.architecture != "flashrna":
         raise FlashRNAError(
