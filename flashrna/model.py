@@ -814,12 +814,6 @@ def load_model(
     return model.to(resolve_device(device)).eval()
 
 
-def load_models(directories: Sequence[str | Path], device="cpu", **overrides: Any) -> nn.Module:
-    """One model, or an :class:`Ensemble` of several model directories."""
-    models = [load_model(d, device=device, **overrides) for d in directories]
-    return models[0] if len(models) == 1 else Ensemble(models)
-
-
 # --------------------------------------------------------------------------------------------
 # model-info
 # --------------------------------------------------------------------------------------------
@@ -880,7 +874,9 @@ def register_model_info(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default="paper", choices=sorted(PRESETS), help="architecture preset"
     )
-    parser.add_argument("--model", help="a model directory instead of a preset")
+    parser.add_argument(
+        "--model", help="a model directory or an official checkpoint (.ckpt) instead of a preset"
+    )
     parser.add_argument(
         "--length",
         type=int,
@@ -894,7 +890,12 @@ def register_model_info(parser: argparse.ArgumentParser) -> None:
 def _run_model_info(args: argparse.Namespace) -> None:
     if args.length % TOKEN_SIZE:
         raise FlashRNAError(f"--length {args.length} is not a multiple of {TOKEN_SIZE}")
-    config = read_model_config(args.model)[0] if args.model else PRESETS[args.preset]
+    if args.model:
+        from flashrna.zoo import flashrna_directory  # the zoo builds on this module
+
+        config = read_model_config(flashrna_directory(args.model))[0]
+    else:
+        config = PRESETS[args.preset]
     with torch.device("meta"):
         params = parameter_counts(FlashRNA(config))
     flops = flop_counts(config, args.length)
