@@ -735,6 +735,24 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
     return ModelConfig.from_dict(stored["model"], str(Path(directory) / CONFIG_FILE)), metadata
 
 
+def state_mismatch(expected: Mapping[str, torch.Size], state: Mapping[str, Tensor]) -> str:
+    """What keeps ``state`` from loading where ``expected`` (name -> shape) is the model's:
+    missing, unexpected and misshapen entries, five of each at most ("" when it fits)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k} stored {tuple(state[k].shape)} vs config {tuple(v)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v
+    ]
+    parts = [
+        f"missing {missing[:5]}" if missing else "",
+        f"unexpected {unexpected[:5]}" if unexpected else "",
+        f"shape mismatch {mismatched[:5]}" if mismatched else "",
+    ]
+    return "; ".join(p for p in parts if p)
+
+
 def load_model(
     directory: str | Path,
     expected_config: ModelConfig | None = None,
@@ -792,24 +810,9 @@ def load_model(
     except (SafetensorError, OSError) as err:
         raise FlashRNAError(f"{weights}: unreadable weights ({err})") from None
     model = FlashRNA(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k} stored {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"missing {missing[:5]}" if missing else "",
-            f"unexpected {unexpected[:5]}" if unexpected else "",
-            f"shape mismatch {mismatched[:5]}" if mismatched else "",
-        ]
-        raise FlashRNAError(
-            f"{weights} does not match {directory / CONFIG_FILE}: "
-            + "; ".join(p for p in parts if p)
-        )
+    problems = state_mismatch({k: v.shape for k, v in model.state_dict().items()}, state)
+    if problems:
+        raise FlashRNAError(f"{weights} does not match {directory / CONFIG_FILE}: {problems}")
     model.load_state_dict(state)
     return model.to(resolve_device(device)).eval()
 

@@ -163,13 +163,6 @@ def flashrna_directory(value: str | Path) -> str:
     return source.location
 
 
-def load_members(values: Sequence[str | Path], device: Any = "cpu") -> list[nn.Module]:
-    """The models named by ``values`` (:func:`resolve_model`), each whole, in eval mode."""
-    if not values:
-        raise FlashRNAError("give at least one --model")
-    return [resolve_model(v).load(device) for v in values]
-
-
 def model_track_table(directory: str | Path, head: str) -> TrackTable:
     """The track table stored in a model directory for ``head`` (see the module docstring)."""
     directory = Path(directory)

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flashrna.model import FlashRNA, ModelConfig
+from flashrna.model import FlashRNA, ModelConfig, state_mismatch
 from flashrna.tracks import GTEX_COLUMN, TrackTable
 from flashrna.utils import FlashRNAError
 from flashrna.zoo.unpickle import StoredTensor, TorchArchive, frame_from_record, record_name
@@ -321,21 +321,9 @@ def official_weights(
     with torch.device("meta"):
         expected = {k: v.shape for k, v in FlashRNA(config).state_dict().items()}
     expected = {k: v for k, v in expected.items() if not k.endswith(".strand_pair")}
-    missing = sorted(set(expected) - set(ours))
-    unexpected += sorted(set(ours) - set(expected))
-    mismatched = [
-        f"{k} {tuple(ours[k].shape)} (config: {tuple(v)})"
-        for k, v in expected.items()
-        if k in ours and ours[k].shape != v
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"missing {missing[:5]}" if missing else "",
-            f"unexpected {unexpected[:5]}" if unexpected else "",
-            f"shape mismatch {mismatched[:5]}" if mismatched else "",
-        ]
-        raise FlashRNAError(
-            f"{where}: the weights do not match the model_config: "
-            + "; ".join(p for p in parts if p)
-        )
+    problems = state_mismatch(expected, ours)
+    if unexpected:
+        problems = f"official weights of no known module {unexpected[:5]}; {problems}"
+    if problems:
+        raise FlashRNAError(f"{where}: the weights do not match the model_config: {problems}")
     return ours
