@@ -331,11 +331,14 @@ def ensemble_predict_shards(
     batch_size: int = 4,
     device: str | torch.device | None = None,
     one_at_a_time: bool = False,
+    allow_length: bool = False,
 ) -> list[Path]:
     """Write ``out/<shard name>`` for every input shard holding windows of ``splits``: the
     ensemble's forward+RC predictions over each example's target window, in the target shard
-    format. Shards already written from the same input and models are skipped."""
+    format. Shards already written from the same input and models are skipped. Shards of an
+    input length the models were not built for are refused unless ``allow_length``."""
     members = load_members(model_dirs)
+    described = resolve_model(model_dirs[0]).description
     models = [_model_name(d) for d in model_dirs]
     written = []
     names: dict[str, Path] = {}
@@ -349,6 +352,7 @@ def ensemble_predict_shards(
             continue
         name = head or _default_head(members, shard.species)
         _check_head(members, name, len(shard.tracks), str(path))
+        check_input_length(described, shard.seq_length, f"model {model_dirs[0]}", allow_length)
         target = Path(out) / path.name
         source = {
             "ensemble_of": models,
@@ -430,4 +434,5 @@ def _run_ensemble_predict(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=resolve_device(args.device),
         one_at_a_time=args.one_at_a_time,
+        allow_length=args.allow_length,
     )

@@ -170,7 +170,9 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
             "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
             "min_pip": args.min_pip,
             "min_variants": args.min_variants,
-            "tissue_tracks": "the model's gtex_tissue column" if tissues is not None else "map",
+            "tissue_tracks": "the model's gtex_tissue column"
+            if tissues is not None
+            else str(args.tissue_map),
             "scores": args.scores
             or {
                 "units": args.units,

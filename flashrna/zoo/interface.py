@@ -220,12 +220,11 @@ class TrackModel:
         """The input length (bp) and crop (bins at each end) to run the model at: those
         given, else the model's own, else Borzoi's (524,288 bp, 5,120 bins). A length the
         model was not built for is refused unless ``allow_length``."""
-        built = self.description.get("input_length")
-        length = length or built or DEFAULT_LENGTH
+        length = length or self.description.get("input_length") or DEFAULT_LENGTH
         check_input_length(self.description, length, self.name, allow_length)
         if crop_bins is None:
             own = self.description.get("crop_bins")
-            crop_bins = own if own is not None and length == built else DEFAULT_CROP
+            crop_bins = DEFAULT_CROP if own is None else own
         return length, crop_bins
 
 
