@@ -27,7 +27,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "convert": ("flashrna.data", "convert one Borzoi TFRecord file into a training shard"),
     "make-dataset": ("flashrna.data", "build shards from a FASTA, a BED of windows and bigWigs"),
     "model-info": ("flashrna.model", "parameter count per block and FLOPs per example"),
-    "import-model": ("flashrna.zoo.importer", "a released FlashRNA, Borzoi or Flashzoi model in"),
+    "import-model": ("flashrna.zoo.importer", "a released FlashRNA/Borzoi/Flashzoi as a model dir"),
     "train": ("flashrna.train", "train a model from scratch (resumable, multi-GPU via torchrun)"),
     "predict": ("flashrna.predict", "predict tracks for windows with a model or an ensemble"),
     "ensemble-predict": ("flashrna.predict", "write an ensemble's predictions as target shards"),
