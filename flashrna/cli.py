@@ -39,6 +39,10 @@ STEPS: dict[str, tuple[str, str]] = {
         "flashrna.model:register_model_info",
         "parameter count per block and FLOPs per example",
     ),
+    "import-model": (
+        "flashrna.zoo.importer:register_import_model",
+        "a released FlashRNA/Borzoi/Flashzoi as a model dir",
+    ),
     "train": (
         "flashrna.training.cli:register_train",
         "train a model from scratch (resumable, multi-GPU via torchrun)",

@@ -28,7 +28,8 @@ import argparse
 import dataclasses
 import itertools
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from flashrna.genome import Genome, encode_sequence
 from flashrna.utils import FlashRNAError, atomic_directory, read_json, resolve_device, write_json
 
 BIN_SIZE = 32  # bp per output bin
@@ -46,6 +48,9 @@ ATTENTION_BACKENDS = ("auto", "sdpa", "flash-attn", "math")
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
+# What a model directory may hold: our architecture, or Borzoi/Flashzoi (run by borzoi-pytorch).
+ARCHITECTURES = ("flashrna", "borzoi", "flashzoi")
+VALUE_SPACES = ("squashed", "counts")
 
 
 # --------------------------------------------------------------------------------------------
@@ -518,12 +523,53 @@ def unreverse_prediction(prediction: Tensor, strand_pair: Tensor) -> Tensor:
     return prediction.flip(1)[..., strand_pair.to(prediction.device)]
 
 
+_INTERVAL = re.compile(r"^(?P<chrom>[^:\s]+):(?P<start>[\d,]+)-(?P<end>[\d,]+)$")
+
+
+def as_sequences(sequences: Any, genome: Genome | str | None = None) -> Tensor:
+    """(N, L) base indices from any of: a tensor or array of base indices, (N, L) or (L,); DNA
+    text (``"ACGT..."``, case-insensitive, other letters become N); a genomic interval, as text
+    ``"chr1:1,001-17,384"`` (1-based, both ends included, as genome browsers show it) or a
+    tuple ``("chr1", 1000, 17384)`` (0-based, end excluded, as BED), read from ``genome`` (a
+    :class:`~flashrna.genome.Genome` or a FASTA path; N beyond the contig ends); or a list of
+    texts or intervals of one length."""
+    if isinstance(sequences, np.ndarray | Tensor):
+        out = torch.as_tensor(
+            np.asarray(sequences) if isinstance(sequences, np.ndarray) else sequences
+        )
+        return out[None] if out.ndim == 1 else out
+    items = [sequences] if isinstance(sequences, str | tuple) else list(sequences)
+    if genome is not None and not isinstance(genome, Genome):
+        genome = Genome(genome)
+    rows = []
+    for item in items:
+        match = _INTERVAL.match(item) if isinstance(item, str) else None
+        if match is None and isinstance(item, str):
+            rows.append(encode_sequence(item))
+            continue
+        if match is not None:
+            chrom = match["chrom"]
+            start, end = (int(match[k].replace(",", "")) for k in ("start", "end"))
+            start -= 1
+        elif isinstance(item, tuple) and len(item) == 3:
+            chrom, start, end = item[0], int(item[1]), int(item[2])
+        else:
+            raise FlashRNAError(f"{item!r:.60}: not DNA text, an interval or base indices")
+        if genome is None:
+            raise FlashRNAError(f"interval {item!r} needs a genome (genome=FASTA path)")
+        rows.append(genome.fetch(str(chrom), start, end))
+    if len({len(row) for row in rows}) != 1:
+        raise FlashRNAError(f"sequences of different lengths {sorted({len(r) for r in rows})}")
+    return torch.from_numpy(np.stack(rows))
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
-    sequences: Tensor | np.ndarray,
+    sequences: Any,
     head: str = "human",
     *,
+    genome: Genome | str | None = None,
     batch_size: int = 4,
     device: str | torch.device | None = None,
     reverse_complement_average: bool = True,
@@ -531,7 +577,8 @@ def predict(
     autocast: bool = True,
     progress: bool = False,
 ) -> Tensor:
-    """Predict tracks for (N, L) base indices, in batches, in eval mode.
+    """Predict tracks for (N, L) base indices (or DNA text, or genomic intervals read from
+    ``genome``: see :func:`as_sequences`), in batches, in eval mode.
 
     With ``reverse_complement_average`` each batch is run forward and reverse-complemented in one
     pass and the two predictions averaged in forward coordinates. On CUDA the trunk runs under
@@ -540,9 +587,7 @@ def predict(
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
-    sequences = torch.as_tensor(
-        np.asarray(sequences) if isinstance(sequences, np.ndarray) else sequences
-    )
+    sequences = as_sequences(sequences, genome)
     if sequences.ndim != 2:
         raise FlashRNAError(f"expected sequences of shape (N, L), got {tuple(sequences.shape)}")
     was_training = model.training
@@ -600,8 +645,47 @@ def save_model(model: FlashRNA, directory: str | Path, metadata: dict | None = N
     return directory
 
 
-def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
-    """The config and metadata stored in a model directory."""
+def model_description(
+    input_length: int,
+    crop_bins: int,
+    genomes: Mapping[str, str | None],
+    value_space: str = "squashed",
+    architecture: str = "flashrna",
+) -> dict[str, Any]:
+    """How a model describes itself, for ``config.json``'s ``metadata`` (:func:`save_model`):
+    its ``architecture`` (:data:`ARCHITECTURES`), the ``input_length`` in bp it was built for,
+    the ``crop_bins`` output bins at each end that its training targets left out, ``bin_size``,
+    and per head the genome it predicts for and the ``value_space`` of its track values
+    (``squashed``: the Borzoi targets' transform, :mod:`flashrna.tracks`; ``counts``: coverage).
+    :func:`read_model_description` reads it back."""
+    if architecture not in ARCHITECTURES or value_space not in VALUE_SPACES:
+        raise FlashRNAError(
+            f"architecture {architecture!r} / value space {value_space!r}: one of "
+            f"{ARCHITECTURES} / {VALUE_SPACES}"
+        )
+    if input_length % TOKEN_SIZE or not 0 <= 2 * crop_bins < input_length // BIN_SIZE:
+        raise FlashRNAError(f"input length {input_length} bp with {crop_bins} cropped bins")
+    return {
+        "architecture": architecture,
+        "input_length": int(input_length),
+        "crop_bins": int(crop_bins),
+        "bin_size": BIN_SIZE,
+        "heads": {h: {"genome": g, "value_space": value_space} for h, g in genomes.items()},
+    }
+
+
+def describe_training(datasets: Mapping[str, Any], value_space: str = "squashed") -> dict:
+    """:func:`model_description` of a model trained on ``datasets`` ({head: a dataset as
+    :class:`flashrna.data.TrackDataset`: ``seq_length``, ``crop0`` (bins at each end outside
+    its targets) and ``shards.genome``; a distillation dataset's ``real`` one is used}). The
+    input length and crop are the first head's."""
+    sets = {head: getattr(data, "real", data) for head, data in datasets.items()}
+    first = next(iter(sets.values()))
+    genomes = {head: data.shards.genome or None for head, data in sets.items()}
+    return model_description(first.seq_length, first.crop0, genomes, value_space)
+
+
+def _read_stored(directory: str | Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_FILE
     if not path.exists():
         raise FlashRNAError(f"{directory}: not a model directory (no {CONFIG_FILE})")
@@ -611,7 +695,62 @@ def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
             f"{path}: format_version {stored.get('format_version')!r}, "
             f"this flashrna reads {FORMAT_VERSION}"
         )
-    return ModelConfig.from_dict(stored["model"], str(path)), stored.get("metadata", {})
+    return stored
+
+
+def read_model_description(directory: str | Path) -> dict[str, Any]:
+    """A model directory's :func:`model_description` (and the rest of its metadata); a
+    directory written before models described themselves gives architecture ``flashrna``
+    and ``None`` for what it does not record."""
+    metadata = dict(_read_stored(directory).get("metadata", {}))
+    for key in ("input_length", "crop_bins", "bin_size", "heads"):
+        metadata.setdefault(key, None)
+    metadata.setdefault("architecture", "flashrna")
+    return metadata
+
+
+def check_input_length(
+    description: Mapping[str, Any], length: int, name: str, allow: bool = False
+) -> None:
+    """Refuse ``length`` when the described model was built for another input length (unless
+    ``allow``): the error names both lengths."""
+    built = description.get("input_length")
+    if built is not None and length != built and not allow:
+        raise FlashRNAError(
+            f"{name} was built for {built:,}-bp inputs, not {length:,} bp; use its own length "
+            f"or, to run it on {length:,} bp anyway, --allow-length"
+        )
+
+
+def read_model_config(directory: str | Path) -> tuple[ModelConfig, dict]:
+    """The config and metadata stored in a FlashRNA model directory."""
+    stored = _read_stored(directory)
+    metadata = stored.get("metadata", {})
+    architecture = metadata.get("architecture", "flashrna")
+    if architecture != "flashrna":
+        raise FlashRNAError(
+            f"{directory} holds a {architecture} model (run through borzoi-pytorch), not a "
+            f"FlashRNA one; this needs a FlashRNA model"
+        )
+    return ModelConfig.from_dict(stored["model"], str(Path(directory) / CONFIG_FILE)), metadata
+
+
+def state_mismatch(expected: Mapping[str, torch.Size], state: Mapping[str, Tensor]) -> str:
+    """What keeps ``state`` from loading where ``expected`` (name -> shape) is the model's:
+    missing, unexpected and misshapen entries, five of each at most ("" when it fits)."""
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    mismatched = [
+        f"{k} stored {tuple(state[k].shape)} vs config {tuple(v)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v
+    ]
+    parts = [
+        f"missing {missing[:5]}" if missing else "",
+        f"unexpected {unexpected[:5]}" if unexpected else "",
+        f"shape mismatch {mismatched[:5]}" if mismatched else "",
+    ]
+    return "; ".join(p for p in parts if p)
 
 
 def load_model(
@@ -620,15 +759,24 @@ def load_model(
     device: str | torch.device | None = "cpu",
     **overrides: Any,
 ) -> FlashRNA:
-    """Load a model directory written by :func:`save_model`.
+    """Load a model directory written by :func:`save_model` (or ``flashrna import-model``), in
+    eval mode (call ``.train()`` to train it).
 
     ``overrides`` may change run-time settings only (attention_backend,
     gradient_checkpointing, dropouts). With ``expected_config`` every other field must match,
-    else a clear error names the differing fields."""
+    else a clear error names the differing fields. A directory holding Borzoi or Flashzoi
+    (``import-model`` of a borzoi-pytorch model) loads through borzoi-pytorch
+    (:func:`flashrna.zoo.borzoi.load_borzoi_directory`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     directory = Path(directory)
+    if read_model_description(directory)["architecture"] != "flashrna":
+        if overrides or expected_config is not None:
+            raise FlashRNAError(f"{directory}: a Borzoi/Flashzoi model takes no config overrides")
+        from flashrna.zoo.borzoi import load_borzoi_directory  # the zoo builds on this module
+
+        return load_borzoi_directory(directory, device)
     config, _ = read_model_config(directory)
     runtime = {
         "attention_backend",
@@ -662,32 +810,11 @@ def load_model(
     except (SafetensorError, OSError) as err:
         raise FlashRNAError(f"{weights}: unreadable weights ({err})") from None
     model = FlashRNA(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k} stored {tuple(state[k].shape)} vs config {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = [
-            f"missing {missing[:5]}" if missing else "",
-            f"unexpected {unexpected[:5]}" if unexpected else "",
-            f"shape mismatch {mismatched[:5]}" if mismatched else "",
-        ]
-        raise FlashRNAError(
-            f"{weights} does not match {directory / CONFIG_FILE}: "
-            + "; ".join(p for p in parts if p)
-        )
+    problems = state_mismatch({k: v.shape for k, v in model.state_dict().items()}, state)
+    if problems:
+        raise FlashRNAError(f"{weights} does not match {directory / CONFIG_FILE}: {problems}")
     model.load_state_dict(state)
-    return model.to(resolve_device(device))
-
-
-def load_models(directories: Sequence[str | Path], device="cpu", **overrides: Any) -> nn.Module:
-    """One model, or an :class:`Ensemble` of several model directories."""
-    models = [load_model(d, device=device, **overrides) for d in directories]
-    return models[0] if len(models) == 1 else Ensemble(models)
+    return model.to(resolve_device(device)).eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -750,7 +877,9 @@ def register_model_info(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--preset", default="paper", choices=sorted(PRESETS), help="architecture preset"
     )
-    parser.add_argument("--model", help="a model directory instead of a preset")
+    parser.add_argument(
+        "--model", help="a model directory or an official checkpoint (.ckpt) instead of a preset"
+    )
     parser.add_argument(
         "--length",
         type=int,
@@ -764,7 +893,12 @@ def register_model_info(parser: argparse.ArgumentParser) -> None:
 def _run_model_info(args: argparse.Namespace) -> None:
     if args.length % TOKEN_SIZE:
         raise FlashRNAError(f"--length {args.length} is not a multiple of {TOKEN_SIZE}")
-    config = read_model_config(args.model)[0] if args.model else PRESETS[args.preset]
+    if args.model:
+        from flashrna.zoo import flashrna_directory  # the zoo builds on this module
+
+        config = read_model_config(flashrna_directory(args.model))[0]
+    else:
+        config = PRESETS[args.preset]
     with torch.device("meta"):
         params = parameter_counts(FlashRNA(config))
     flops = flop_counts(config, args.length)

@@ -44,9 +44,10 @@ from torch import Tensor, nn
 
 from flashrna.data import ShardSet, find_shards, open_shard, read_bed, split_labels
 from flashrna.genome import Genome
-from flashrna.model import BIN_SIZE, Ensemble, FlashRNA, load_model, predict
+from flashrna.model import BIN_SIZE, Ensemble, check_input_length, predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError, atomic_directory, read_json, resolve_device, write_json
+from flashrna.zoo import add_model_arguments, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +60,12 @@ PREDICTION_VERSION = 1
 # --------------------------------------------------------------------------------------------
 
 
-def load_members(directories: Sequence[str | os.PathLike]) -> list[FlashRNA]:
-    """The models of ``directories`` on the CPU; they must share heads and strand pairs."""
+def load_members(directories: Sequence[str | os.PathLike]) -> list[nn.Module]:
+    """The models named by ``directories`` (any ``--model`` value:
+    :func:`flashrna.zoo.resolve_model`) on the CPU; they must share heads and strand pairs."""
     if not directories:
-        raise FlashRNAError("give at least one --model directory")
-    members = [load_model(d, device="cpu") for d in directories]
+        raise FlashRNAError("give at least one --model")
+    members = [resolve_model(d).load("cpu") for d in directories]
     Ensemble(members)  # checks that the heads agree
     for head in members[0].config.heads:
         pairs = members[0].strand_pair(head)
@@ -106,18 +108,20 @@ def predict_members(
     return total / len(members)
 
 
-def _tracks_of(model_dir: str | os.PathLike, head: str) -> TrackTable | None:
-    """The head's track table that ``flashrna train`` stores beside the weights."""
-    path = Path(model_dir) / f"targets-{head}.txt"
-    return TrackTable.read(path) if path.is_file() else None
+def _tracks_of(model: str | os.PathLike, head: str) -> TrackTable | None:
+    """The head's track table stored with the model (``flashrna train``, ``import-model``)."""
+    try:
+        return resolve_model(model).track_table(head)
+    except FlashRNAError:
+        return None
 
 
-def _default_head(members: Sequence[FlashRNA], species: str | None) -> str:
+def _default_head(members: Sequence[nn.Module], species: str | None) -> str:
     heads = list(members[0].config.heads)
-    return species if species in heads else heads[0]
+    return species if species in heads else "human" if "human" in heads else heads[0]
 
 
-def _check_head(members: Sequence[FlashRNA], head: str, tracks: int | None, where: str) -> None:
+def _check_head(members: Sequence[nn.Module], head: str, tracks: int | None, where: str) -> None:
     heads = members[0].config.heads
     if head not in heads:
         raise FlashRNAError(f"the model has no head '{head}' (heads: {', '.join(heads)})")
@@ -149,9 +153,12 @@ def predict_windows(
     reverse_complement_average: bool = True,
     one_at_a_time: bool = False,
     dtype: str = "float16",
+    allow_length: bool = False,
 ) -> Path:
     """Predict the windows of ``shards`` (optionally one split) and then of ``bed`` (with
-    ``fasta``) and write the directory ``out`` described in the module docstring."""
+    ``fasta``) and write the directory ``out`` described in the module docstring. The models'
+    own input length and crop (their description) are the defaults for BED windows; an input
+    length a model was not built for is refused unless ``allow_length``."""
     if not shards and bed is None:
         raise FlashRNAError("give windows: --shards and/or --bed with --fasta")
     if bed is not None and fasta is None:
@@ -159,6 +166,7 @@ def predict_windows(
     if dtype not in ("float16", "float32"):
         raise FlashRNAError(f"--dtype {dtype}: float16 or float32")
     members = load_members(model_dirs)
+    described = resolve_model(model_dirs[0]).description
     shard_set = ShardSet(shards, split=split) if shards else None
     head = head or _default_head(members, shard_set.species if shard_set else None)
     _check_head(members, head, len(shard_set.tracks) if shard_set else None, f"shards {shards}")
@@ -178,13 +186,17 @@ def predict_windows(
             chrom, start = str(shard_set.chrom[i]), shard_set.input_start(i)
             windows.append((chrom, start, f"shard:{i}", partial(shard_set.sequence, i)))
     if bed is not None:
-        if seq_length is None:
+        if seq_length is None and described["input_length"] is None:
             raise FlashRNAError("--bed needs --seq-length (the model input in bp)")
+        if seq_length is None:
+            seq_length = described["input_length"]
+            crop_bins = described["crop_bins"] if crop_bins is None else crop_bins
         genome = Genome(fasta)
         for k, row in enumerate(read_bed(bed).itertuples(index=False)):
             start = (row.start + row.end) // 2 - seq_length // 2
             fetch = partial(genome.fetch, row.chrom, start, start + seq_length)
             windows.append((row.chrom, start, f"bed:{k}", fetch))
+    check_input_length(described, seq_length, f"model {model_dirs[0]}", allow_length)
     crop_bins = crop_bins or 0
     bins = seq_length // BIN_SIZE - 2 * crop_bins
     if bins <= 0:
@@ -223,7 +235,7 @@ def predict_windows(
             {
                 "format": PREDICTION_FORMAT,
                 "version": PREDICTION_VERSION,
-                "models": [str(Path(d).resolve()) for d in model_dirs],
+                "models": [_model_name(d) for d in model_dirs],
                 "head": head,
                 "num_windows": len(windows),
                 "seq_length": seq_length,
@@ -239,17 +251,15 @@ def predict_windows(
     return out
 
 
+def _model_name(model: str | os.PathLike) -> str:
+    """A model as meta.json records it: a directory's absolute path, else the name given."""
+    path = Path(model)
+    return str(path.resolve()) if path.exists() else str(model)
+
+
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model",
-        action="append",
-        required=True,
-        type=Path,
-        help="a model directory; repeat for an ensemble (the mean of the members)",
-    )
-    parser.add_argument("--head", help="output head (default: the shards' species, or the first)")
+    add_model_arguments(parser, targets=False)
     parser.add_argument("--batch-size", type=int, default=4, help="windows per forward pass")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
         "--one-at-a-time",
         action="store_true",
@@ -269,12 +279,16 @@ def register_predict(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("train", "valid", "test"), help="only this split")
     parser.add_argument("--bed", type=Path, help="windows: a BED (inputs centred on each row)")
     parser.add_argument("--fasta", type=Path, help="genome FASTA for --bed")
-    parser.add_argument("--seq-length", type=int, help="model input bp (default: the shards')")
+    parser.add_argument(
+        "--seq-length",
+        type=int,
+        help="model input bp (default: the shards', else the model's own input length)",
+    )
     parser.add_argument(
         "--crop-bins",
         type=int,
         help="drop this many output bins at each end (default: shards -> their target window, "
-        "else 0)",
+        "else the model's own crop, else 0)",
     )
     parser.add_argument("--no-rc", action="store_true", help="forward strand only")
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
@@ -298,6 +312,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         reverse_complement_average=not args.no_rc,
         one_at_a_time=args.one_at_a_time,
         dtype=args.dtype,
+        allow_length=args.allow_length,
     )
 
 
@@ -316,12 +331,15 @@ def ensemble_predict_shards(
     batch_size: int = 4,
     device: str | torch.device | None = None,
     one_at_a_time: bool = False,
+    allow_length: bool = False,
 ) -> list[Path]:
     """Write ``out/<shard name>`` for every input shard holding windows of ``splits``: the
     ensemble's forward+RC predictions over each example's target window, in the target shard
-    format. Shards already written from the same input and models are skipped."""
+    format. Shards already written from the same input and models are skipped. Shards of an
+    input length the models were not built for are refused unless ``allow_length``."""
     members = load_members(model_dirs)
-    models = [str(Path(d).resolve()) for d in model_dirs]
+    described = resolve_model(model_dirs[0]).description
+    models = [_model_name(d) for d in model_dirs]
     written = []
     names: dict[str, Path] = {}
     for path in find_shards(shards):
@@ -334,6 +352,7 @@ def ensemble_predict_shards(
             continue
         name = head or _default_head(members, shard.species)
         _check_head(members, name, len(shard.tracks), str(path))
+        check_input_length(described, shard.seq_length, f"model {model_dirs[0]}", allow_length)
         target = Path(out) / path.name
         source = {
             "ensemble_of": models,
@@ -415,4 +434,5 @@ def _run_ensemble_predict(args: argparse.Namespace) -> None:
         batch_size=args.batch_size,
         device=resolve_device(args.device),
         one_at_a_time=args.one_at_a_time,
+        allow_length=args.allow_length,
     )

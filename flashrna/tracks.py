@@ -7,6 +7,11 @@ sum_stat, strand_pair, description``. The assay is the description's text before
 (CAGE, DNASE, ATAC, CHIP, RNA; mouse also GRO). ``strand_pair`` is the track's own index for
 unstranded tracks, else its partner's, so it is an involution.
 
+Two columns are optional: ``gtex_tissue`` (the GTEx tissue of a GTEx RNA-seq track, e.g.
+``Adipose_Subcutaneous``; empty for other tracks; the released FlashRNA tables have it), kept
+and written when present; and ``clip`` may be empty for tracks whose hard clip is unknown (tables
+of imported models: only :meth:`TrackTable.squash` needs it, and refuses such tracks).
+
 A table file whose first column is not ``0..n-1`` (baskerville's ``targets_rna.txt``) describes a
 subset of a larger record: its first column is the source channel and its ``strand_pair`` values
 point at source channels. In memory, ``source_index[k]`` is the source channel of row ``k`` and
@@ -59,6 +64,7 @@ COLUMNS = (
     "strand_pair",
     "description",
 )
+GTEX_COLUMN = "gtex_tissue"  # optional
 SUM_STATS = ("sum", "sum_sqrt", "mean", "mean_sqrt")
 DEFAULT_ASSAYS = ("RNA", "DNASE", "ATAC")
 log = logging.getLogger(__name__)
@@ -70,9 +76,10 @@ Array = TypeVar("Array", np.ndarray, torch.Tensor)
 class TrackTable:
     """The channels of a target array: one row per track, in channel order.
 
-    Attributes (arrays of length ``n``): ``identifier``, ``assay``, ``clip``, ``clip_soft``,
-    ``scale``, ``sum_stat``, ``strand_pair`` (row positions), ``source_index`` (channel in the
-    source records). ``frame`` is the underlying DataFrame (index ``0..n-1``).
+    Attributes (arrays of length ``n``): ``identifier``, ``assay``, ``clip`` (NaN: unknown),
+    ``clip_soft``, ``scale``, ``sum_stat``, ``strand_pair`` (row positions), ``source_index``
+    (channel in the source records), ``gtex_tissue`` (None without that column). ``frame`` is
+    the underlying DataFrame (index ``0..n-1``).
     """
 
     def __init__(self, frame: pd.DataFrame, source: str = "track table") -> None:
@@ -84,6 +91,8 @@ class TrackTable:
         for column in ("clip", "clip_soft", "scale"):
             values = pd.to_numeric(frame[column], errors="coerce")
             bad = values.isna() | ~np.isfinite(values.to_numpy(float))
+            if column == "clip":  # may be left empty: unknown
+                bad &= frame[column].notna() & (frame[column].astype(str).str.strip() != "")
             if bad.any():
                 row = int(np.flatnonzero(bad)[0])
                 raise FlashRNAError(
@@ -110,6 +119,9 @@ class TrackTable:
         frame["source_index"] = frame["source_index"].to_numpy(np.int64)
         frame["description"] = frame["description"].fillna("").astype(str)
         frame["identifier"] = frame["identifier"].astype(str)
+        if GTEX_COLUMN in frame.columns:
+            tissue = frame[GTEX_COLUMN]
+            frame[GTEX_COLUMN] = np.where(tissue.isna(), "", tissue.astype(str)).astype(str)
         self.frame = frame
 
     # -- reading and writing ------------------------------------------------------------------
@@ -156,6 +168,8 @@ class TrackTable:
         frame = self.frame[list(COLUMNS)].copy()
         if not self.is_identity_subset():
             frame["source_index"] = self.frame["source_index"]
+        if GTEX_COLUMN in self.frame.columns:
+            frame[GTEX_COLUMN] = self.frame[GTEX_COLUMN]
         text = frame.to_csv(sep="\t", index=True, index_label="")
         path = Path(path)
         if path.suffix == ".gz":
@@ -179,6 +193,10 @@ class TrackTable:
         if not isinstance(other, TrackTable):
             return NotImplemented
         columns = [*COLUMNS, "source_index"]
+        if (GTEX_COLUMN in self.frame.columns) != (GTEX_COLUMN in other.frame.columns):
+            return False
+        if GTEX_COLUMN in self.frame.columns:
+            columns.append(GTEX_COLUMN)
         return self.frame[columns].equals(other.frame[columns])
 
     @property
@@ -208,6 +226,14 @@ class TrackTable:
     @property
     def strand_pair(self) -> np.ndarray:
         return self.frame["strand_pair"].to_numpy(np.int64)
+
+    @property
+    def gtex_tissue(self) -> np.ndarray | None:
+        """Each track's GTEx tissue ("" for non-GTEx tracks); None when the table has no
+        ``gtex_tissue`` column."""
+        if GTEX_COLUMN not in self.frame.columns:
+            return None
+        return self.frame[GTEX_COLUMN].to_numpy(dtype=str)
 
     @property
     def source_index(self) -> np.ndarray:
@@ -287,6 +313,13 @@ class TrackTable:
 
     def squash(self, pooled: Array) -> Array:
         """Pooled values ``[..., bins, tracks]`` → stored float16 targets (same shape)."""
+        unknown = np.isnan(self.clip)
+        if unknown.any():
+            row = int(np.flatnonzero(unknown)[0])
+            raise FlashRNAError(
+                f"{self.source}: track {self.identifier[row]} (row {row}) has no hard clip, so "
+                f"its coverage cannot be squashed; give a table with a clip column"
+            )
         return squash(pooled, self.clip, self.clip_soft, self.scale, self.sum_stat)
 
     def unsquash(self, stored: Array) -> Array:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import hashlib
 import json
 import logging
 import os
@@ -145,6 +146,15 @@ def read_json(path: str | os.PathLike) -> Any:
         raise FlashRNAError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:
         raise FlashRNAError(f"{path}: not valid JSON ({err})") from None
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 16-MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 24):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:

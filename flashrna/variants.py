@@ -69,7 +69,7 @@ from flashrna.utils import (
     tab_separated_lines,
     write_json,
 )
-from flashrna.zoo import TrackModel, add_model_arguments, load_track_models
+from flashrna.zoo import TrackModel, add_model_arguments, track_model_from_args
 
 log = logging.getLogger(__name__)
 
@@ -424,12 +424,16 @@ def add_scoring_arguments(parser: argparse.ArgumentParser, required: bool = True
     group = parser.add_argument_group("scoring")
     group.add_argument("--fasta", required=required, help="genome FASTA (indexed; bgzip or plain)")
     group.add_argument("--gtf", required=required, help="gene annotation GTF (exon lines used)")
-    group.add_argument("--length", type=int, default=524_288, help="model input length in bp")
+    group.add_argument(
+        "--length",
+        type=int,
+        help="model input length in bp (default: the model's own, else 524,288)",
+    )
     group.add_argument(
         "--crop-bins",
         type=int,
-        default=5120,
-        help="output bins dropped at each end before genes are matched (Borzoi: 5120)",
+        help="output bins dropped at each end before genes are matched (default: the model's "
+        "own, else Borzoi's 5,120)",
     )
     group.add_argument("--batch-size", type=int, default=1, help="variants per batch")
     group.add_argument(
@@ -470,14 +474,15 @@ def _run_score_variants(args: argparse.Namespace) -> None:
     identifiers = read_identifiers(args.tracks)
     genome = Genome(args.fasta)
     annotation = Annotation.read_gtf(args.gtf)
-    (model,) = load_track_models(args, identifiers)
+    model = track_model_from_args(args, identifiers)
+    length, crop_bins = model.geometry(args.length, args.crop_bins, args.allow_length)
     scorer = VariantScorer(
         model,
         genome,
         annotation,
         columns=select_columns(model, args.assays, identifiers),
-        length=args.length,
-        crop_bins=args.crop_bins,
+        length=length,
+        crop_bins=crop_bins,
         batch_size=args.batch_size,
         units=args.units,
         stats=args.stats,
@@ -522,6 +527,8 @@ def write_scores(
             "scale": tracks["scale"].to_numpy(),
         }
     )
+    if scorer.model.tracks.gtex_tissue is not None:  # eqtl-benchmark --scores reads it
+        listed["gtex_tissue"] = scorer.model.tracks.gtex_tissue[scorer.columns]
     with atomic_file(out / "tracks.tsv") as handle:
         listed.to_csv(handle, sep="\t", index=False)
     skipped: Counter = Counter({reason: 0 for reason in SKIP_REASONS})

@@ -1,6 +1,7 @@
-"""Borzoi/Flashzoi baselines: a randomly initialised small Borzoi from borzoi-pytorch through
-evaluate-tracks and score-variants, checked against the library's own forward pass with the
-reverse-complement average done by hand; Flashzoi's attention against a reference."""
+"""Borzoi/Flashzoi baselines: a randomly initialised small Borzoi from borzoi-pytorch, given as
+``--model`` in its hub layout or imported (``import-model``), through evaluate-tracks and
+score-variants, checked against the library's own forward pass with the reverse-complement
+average done by hand; Flashzoi's attention against a reference."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ pytest.importorskip("borzoi_pytorch", reason="borzoi-pytorch (the 'baselines' ex
 
 from flashrna.cli import main
 from flashrna.genome import Genome
+from flashrna.model import load_model, read_model_config, read_model_description
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
 from flashrna.zoo.borzoi import (
@@ -95,14 +97,14 @@ def test_evaluate_tracks_with_a_baseline(tmp_path, borzoi_dir, tracks):
         {"chrom": "chr1", "start": [256, 10_256, 20_256], "end": [768, 10_768, 20_768]}
     ).assign(label="fold3")
     write_shard(tmp_path / "shard", sequences, targets, windows, tracks, "human")
-    out = tmp_path / "eval"
-    baseline = str(borzoi_dir)
-    argv = ["evaluate-tracks", "--data", str(tmp_path / "shard"), "--out", str(out)]
-    argv += ["--baseline", baseline, "--baseline", baseline, baseline, "--num-workers", "0"]
-    argv += ["--device", "cpu"]  # compared with fp32 predictions on the CPU
-    assert main(argv) == 0
-    result = pd.read_csv(out / "tracks.csv")
-    single, ensemble = (group for _, group in result.groupby("model", sort=False))
+    model = str(borzoi_dir)
+    argv = ["evaluate-tracks", "--data", str(tmp_path / "shard"), "--num-workers", "0"]
+    argv += ["--device", "cpu", "--allow-length"]  # fp32 on the CPU; 1,024 bp, not 524,288
+    assert main([*argv, "--out", str(tmp_path / "one"), "--model", model]) == 0
+    assert main([*argv, "--out", str(tmp_path / "two"), "--model", model, "--model", model]) == 0
+    single = pd.read_csv(tmp_path / "one" / "tracks.csv")
+    ensemble = pd.read_csv(tmp_path / "two" / "tracks.csv")
+    assert set(ensemble["model"]) == {f"{model}+{model}"}
     # Expected: Pearson of the library's RC-averaged predictions (central 16 bins).
     pred = reference_prediction(build_borzoi(borzoi_dir), sequences, tracks)[:, 8:24]
     x, y = pred.reshape(-1, len(tracks)), targets.astype(np.float64).reshape(-1, len(tracks))
@@ -116,7 +118,38 @@ def test_evaluate_tracks_with_a_baseline(tmp_path, borzoi_dir, tracks):
 GTF = 'chr1\tt\texon\t14000\t14900\t.\t+\t.\tgene_id "A"; transcript_id "A1";\n'
 
 
-def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, tracks):
+@pytest.fixture(scope="module")
+def imported_borzoi(tmp_path_factory, borzoi_dir):
+    """``flashrna import-model`` of the hub-layout folder."""
+    out = tmp_path_factory.mktemp("imported") / "borzoi"
+    assert main(["import-model", str(borzoi_dir), "--out", str(out)]) == 0
+    return out
+
+
+def test_imported_borzoi_is_a_model_directory(imported_borzoi, borzoi_dir):
+    description = read_model_description(imported_borzoi)
+    assert description["architecture"] == "borzoi"
+    assert description["input_length"] == 524_288 and description["crop_bins"] == 0
+    assert (imported_borzoi / "model.safetensors").read_bytes() == (
+        borzoi_dir / "model.safetensors"
+    ).read_bytes()
+    assert TrackTable.read(imported_borzoi / "targets-human.txt") == borzoi_track_table()
+    model = load_model(imported_borzoi)
+    assert not model.training and model.config.heads == {"human": 7611}
+    sequences = torch.as_tensor(np.random.default_rng(2).integers(0, 5, (1, LENGTH)))
+    x = F.one_hot(sequences, 5)[..., :4].float().transpose(1, 2)
+    with torch.no_grad():
+        expected = build_borzoi(borzoi_dir)(x).transpose(1, 2)
+        torch.testing.assert_close(model(sequences), expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(FlashRNAError, match="holds a borzoi model"):
+        read_model_config(imported_borzoi)
+    argv = ["finetune", "chip", "--model", str(imported_borzoi), "--shards", "a"]
+    assert main([*argv, "--print-config"]) == 1  # fine-tuning needs a FlashRNA trunk
+
+
+@pytest.mark.parametrize("source", ["hub layout", "imported"])
+def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, imported_borzoi, tracks, source):
+    model = borzoi_dir if source == "hub layout" else imported_borzoi
     (tmp_path / "genes.gtf").write_text(GTF)
     (tmp_path / "v.vcf").write_text("chr1\t14677\tv1\tG\tA\nchr1\t14680\tbad\tA\tG\n")
     out = tmp_path / "out"
@@ -127,10 +160,11 @@ def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, tracks):
         "--gtf",
         str(tmp_path / "genes.gtf"),
     ]
-    argv += ["--baseline", str(borzoi_dir), "--length", str(LENGTH), "--crop-bins", "4"]
+    argv += ["--model", str(model), "--length", str(LENGTH), "--crop-bins", "4"]
     argv += ["--device", "cpu"]
     argv += ["--tracks", *tracks.identifier[2:]]  # the unstranded DNase and ATAC tracks
-    assert main(argv) == 0
+    assert main(argv) == 1  # Borzoi is built for 524,288 bp: refused ...
+    assert main([*argv, "--allow-length"]) == 0  # ... unless allowed
     scores = pd.read_csv(out / "scores.tsv", sep="\t")
     skipped = pd.read_csv(out / "skipped.tsv", sep="\t")
     assert skipped["reason"].tolist() == ["ref_mismatch"] and len(scores) == 1

@@ -1,4 +1,4 @@
-"""evaluate-tracks (streaming Pearson in three spaces, replicates, resuming) and eqtl-benchmark
+"""evaluate-tracks (streaming Pearson in three spaces, ensembles, resuming) and eqtl-benchmark
 (tissue mapping, sign flips, Spearman), against scipy on independently assembled data."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
 from flashrna.variants import eqtl_variants, read_eqtls
-from flashrna.zoo.interface import load_flashrna
+from flashrna.zoo import load_track_model
 
 LENGTH, TARGET_BINS = 1024, 16  # 32 output bins; targets cover 16 of them
 
@@ -78,7 +78,7 @@ def windows():
 def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     dirs = [save_tiny_model(root / f"m{seed}", MODEL_TRACKS, seed=seed) for seed in (0, 1)]
-    return [load_flashrna([str(d)], "human", None, torch.device("cpu")) for d in dirs]
+    return [load_track_model([d]) for d in dirs]
 
 
 @pytest.mark.parametrize("sizes", [(7,), (1, 1, 1, 1, 1, 1, 1), (3, 4), (2, 2, 3)])
@@ -130,21 +130,21 @@ def test_missing_track_is_named(models):
 def test_model_track_tables_are_found_and_checked(tmp_path):
     directory = save_tiny_model(tmp_path / "m", MODEL_TRACKS)
     (directory / "targets-human.txt").rename(directory / "targets.txt")  # the fallback name
-    model = load_flashrna([str(directory)], "human", None, torch.device("cpu"))
+    model = load_track_model([directory])
     assert model.tracks == MODEL_TRACKS
     (directory / "targets.txt").unlink()
     with pytest.raises(FlashRNAError, match=r"no targets-human\.txt or targets\.txt"):
-        load_flashrna([str(directory)], "human", None, torch.device("cpu"))
+        load_track_model([directory])
     unpaired = make_table([(f"DNA{k}", 1.0, 1.0, "sum", k) for k in range(4)])
     unpaired.write(tmp_path / "unpaired.txt")
     with pytest.raises(FlashRNAError, match=r"strand pair of row 0 .* the model stores 1"):
-        load_flashrna([str(directory)], "human", str(tmp_path / "unpaired.txt"), "cpu")
+        load_track_model([directory], targets=tmp_path / "unpaired.txt")
     with pytest.raises(FlashRNAError, match="no head 'mouse'"):
-        load_flashrna([str(directory)], "mouse", None, torch.device("cpu"))
+        load_track_model([directory], head="mouse")
 
 
 # --------------------------------------------------------------------------------------------
-# The command line: replicates and resuming
+# The command line: ensembles and resuming
 # --------------------------------------------------------------------------------------------
 
 
@@ -177,29 +177,29 @@ def evaluate(out, shards, model_dirs, *extra) -> int:
     return main([*argv, "--batch-size", "2", *extra])
 
 
-def test_cli_replicates_and_resume(tmp_path, shards, models, monkeypatch):
+def test_cli_ensemble_and_resume(tmp_path, shards, windows, models, monkeypatch):
     dirs = [m.name for m in models]
-    assert evaluate(tmp_path / "full", shards, dirs) == 0
+    assert evaluate(tmp_path / "full", shards, dirs) == 0  # --model twice: one ensemble
     tracks = pd.read_csv(tmp_path / "full" / "tracks.csv")
     assays = pd.read_csv(tmp_path / "full" / "assays.csv")
     summary = json.loads((tmp_path / "full" / "summary.json").read_text())
     assert summary["windows"] == 5  # the fold3 windows only
     assert list(tracks["identifier"][:4]) == ["DNAb", "RNAa+", "RNAa-", "ATAc"]
-    assert list(tracks["model"].unique()) == dirs
+    assert list(tracks["model"].unique()) == ["+".join(dirs)]
+    # Expected: Pearson of the members' mean prediction over the targets' central 16 bins.
+    sequences, targets, _ = windows
+    mean = np.mean([predict(m.module, sequences[:5], "human").numpy() for m in models], axis=0)
+    x = mean[:, 8:24][..., DATA_ROWS].reshape(-1, len(DATA_ROWS)).astype(np.float64)
+    y = targets[:5].astype(np.float64).reshape(-1, len(DATA_ROWS))
+    expected = [pearsonr(x[:, k], y[:, k])[0] for k in range(len(DATA_ROWS))]
+    np.testing.assert_allclose(tracks["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
     columns = [f"pearson_{s}" for s in SPACES]
-    per_model = assays[assays["model"].isin(dirs)].set_index(["model", "assay"])
-    for (model, assay), row in per_model.iterrows():
-        selected = tracks[(tracks["model"] == model) & (tracks["assay"] == assay)]
-        np.testing.assert_allclose(row[columns], selected[columns].mean(), atol=2e-6)
-        assert row["tracks"] == len(selected)
-    for assay, group in per_model.groupby("assay"):
-        mean = assays[(assays["model"] == "mean") & (assays["assay"] == assay)][columns]
-        sd = assays[(assays["model"] == "sd") & (assays["assay"] == assay)][columns]
-        np.testing.assert_allclose(mean.to_numpy()[0], group[columns].mean(), atol=2e-6)
-        np.testing.assert_allclose(sd.to_numpy()[0], group[columns].std(ddof=1), atol=2e-6)
-        assert summary["assays"][assay]["counts"]["sd"] == pytest.approx(
-            group["pearson_counts"].std(ddof=1), abs=2e-6
+    for row in assays.itertuples(index=False):
+        selected = tracks[tracks["assay"] == row.assay]
+        np.testing.assert_allclose(
+            [getattr(row, c) for c in columns], selected[columns].mean(), atol=2e-6
         )
+        assert row.tracks == len(selected)
 
     # Interrupted after two batches (states saved after each), then resumed.
     calls = {"n": 0}
@@ -348,7 +348,50 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
     assert summary["spearman_mean"] == pytest.approx(np.mean(rhos)) and summary["tissues"] == 2
 
 
-def test_eqtl_inputs_are_checked(tmp_path):
+def test_eqtl_benchmark_uses_the_models_own_gtex_tissue_column(tmp_path):
+    gtex = TrackTable.read(fixture_path("borzoi/targets_gtex.txt"))
+    wanted = np.isin(gtex.frame["description"], ["RNA:adipose_tissue", "RNA:blood"])
+    tracks = gtex.take(np.flatnonzero(wanted))
+    # Tissues unlike the description map's (3 tracks each): one adipose track, two blood ones.
+    adipose = np.flatnonzero(tracks.frame["description"] == "RNA:adipose_tissue")[:1]
+    blood = np.flatnonzero(tracks.frame["description"] == "RNA:blood")[:2]
+    tissue = np.full(len(tracks), "", dtype=object)
+    tissue[adipose], tissue[blood] = "Adipose_Subcutaneous", "Whole_Blood"
+    tracks = TrackTable(tracks.frame.assign(gtex_tissue=tissue), tracks.source)
+    model = save_tiny_model(tmp_path / "model", tracks)
+    (tmp_path / "genes.gtf").write_text(GTF)
+    eqtls = tmp_path / "Adipose_Subcutaneous.tsv"
+    eqtls.write_text(HEADER + tsv_rows(ADIPOSE))
+    fasta = fixture_path("genome/hg38_1m.fa.gz")
+    common = ["--fasta", str(fasta), "--gtf", str(tmp_path / "genes.gtf"), "--model", str(model)]
+    common += ["--length", "4096", "--crop-bins", "16", "--eqtls", str(eqtls)]
+    assert main(["score-variants", *common, "--out", str(tmp_path / "sv")]) == 0
+    listed = pd.read_csv(tmp_path / "sv" / "tracks.tsv", sep="\t", keep_default_na=False)
+    assert list(listed["gtex_tissue"]) == list(tissue)
+    argv = ["eqtl-benchmark", "--eqtls", str(eqtls), "--min-variants", "2"]
+    assert main([*argv, "--out", str(tmp_path / "eq"), *common[:-2]]) == 0
+    scores = tmp_path / "sv" / "scores.tsv"
+    assert main([*argv, "--out", str(tmp_path / "again"), "--scores", str(scores)]) == 0
+    for name in ("tissues.csv", "eqtls.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "again" / name), pd.read_csv(tmp_path / "eq" / name)
+        )
+    tissues = pd.read_csv(tmp_path / "eq" / "tissues.csv").set_index("tissue")
+    assert tissues.loc["Adipose_Subcutaneous", "tracks"] == 1
+    summary = json.loads((tmp_path / "eq" / "summary.json").read_text())
+    assert summary["tissue_tracks"] == "the model's gtex_tissue column"
+    # The pair scores read the one adipose track only.
+    scored = pd.read_csv(scores, sep="\t")
+    column = f"logSED:{tracks.identifier[adipose[0]]}"
+    hit = scored[
+        (scored["variant"] == "chr1_14677_G_A_b38") & scored["gene_id"].str.startswith("ENSG1.")
+    ]
+    pairs = pd.read_csv(tmp_path / "eq" / "eqtls.csv")
+    got = pairs[pairs["variant"] == "chr1_14677_G_A_b38"]["score"].item()
+    assert got == pytest.approx(hit[column].item(), rel=1e-4)
+
+
+def test_eqtl_inputs_are_checked(tmp_path, capsys):
     bad = tmp_path / "Liver.tsv"
     bad.write_text("variant\tgene\tpip\tallele1\nchr1_1_A_G_b38\tENSG1\t0.99\tA\n")
     with pytest.raises(FlashRNAError, match=r"Liver.tsv: missing column\(s\) beta_posterior"):
@@ -357,7 +400,9 @@ def test_eqtl_inputs_are_checked(tmp_path):
     odd.write_text("variant\tgene\tpip\tbeta_posterior\tallele1\nchr1_1_A_G_b38\tE\t0.99\t1\tA\n")
     argv = ["eqtl-benchmark", "--eqtls", str(odd), "--out", str(tmp_path / "o")]
     argv += ["--fasta", "x", "--gtf", "y", "--model", "z"]
+    argv += ["--targets", str(fixture_path("borzoi/targets_gtex.txt"))]  # no gtex_tissue column
     assert main(argv) == 1  # Cornea has no row in the tissue map: a clear error, not a guess
+    assert "Cornea have no row in" in capsys.readouterr().err
     assert read_eqtls([odd])["tissue"].tolist() == ["Cornea"]
     base = ["eqtl-benchmark", "--eqtls", str(odd), "--out", str(tmp_path / "o")]
     assert main([*base, "--scores", "s.tsv", "--model", "z"]) == 1  # either scores or a model

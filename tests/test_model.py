@@ -1,15 +1,19 @@
 """The FlashRNA model: architecture against DESIGN §2, attention backends, RoPE, reverse-complement
-prediction, save/load."""
+prediction, save/load, self-description, text and interval input."""
 
 from __future__ import annotations
 
+import json
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import fixture_path
 from torch import nn
 
 from flashrna.cli import main as cli_main
+from flashrna.genome import Genome, decode_sequence
 from flashrna.model import (
     PRESETS,
     Ensemble,
@@ -18,17 +22,22 @@ from flashrna.model import (
     attention,
     build_model,
     center_crop,
+    check_input_length,
+    describe_training,
     flop_counts,
     load_model,
     model_config,
+    model_description,
     parameter_counts,
     predict,
+    read_model_description,
     reference_attention,
     reverse_complement,
     rotary_tables,
     save_model,
     take_bins,
 )
+from flashrna.predict import predict_windows
 from flashrna.utils import FlashRNAError
 
 # DESIGN §2, counted from the architecture table.
@@ -344,6 +353,67 @@ def test_load_corrupt_weights_is_a_clear_error(tmp_path):
         load_model(tmp_path / "model")
     with pytest.raises(FlashRNAError, match="not a model directory"):
         load_model(tmp_path)
+
+
+def test_loaded_model_is_in_eval_mode(tmp_path):
+    torch.manual_seed(1)
+    save_model(build_model("tiny"), tmp_path / "model")  # dropouts 0.05-0.1
+    model = load_model(tmp_path / "model")
+    sequence = torch.randint(0, 5, (1, 1024))
+    assert not model.training
+    with torch.no_grad():
+        assert torch.equal(model.embed(sequence), model.embed(sequence))
+
+
+def test_model_describes_itself_and_refuses_other_lengths(tmp_path):
+    save_model(tiny(), tmp_path / "model", model_description(16_384, 128, {"human": "hg38"}))
+    description = read_model_description(tmp_path / "model")
+    assert description["architecture"] == "flashrna"
+    assert (description["input_length"], description["crop_bins"]) == (16_384, 128)
+    assert description["heads"] == {"human": {"genome": "hg38", "value_space": "squashed"}}
+    (tmp_path / "w.bed").write_text("chr1\t500000\t500100\n")
+    argv = ["predict", "--model", str(tmp_path / "model"), "--bed", str(tmp_path / "w.bed")]
+    fasta = fixture_path("genome/hg38_1m.fa.gz")
+    argv += ["--fasta", str(fasta), "--out", str(tmp_path / "p")]
+    with pytest.raises(FlashRNAError, match=r"built for 16,384-bp inputs, not 524,288 bp"):
+        predict_windows(
+            [tmp_path / "model"],
+            tmp_path / "p",
+            bed=tmp_path / "w.bed",
+            fasta=fasta,
+            seq_length=524_288,
+        )
+    assert cli_main([*argv, "--seq-length", "524288"]) == 1
+    assert cli_main(argv) == 0  # the model's own length and crop by default
+    meta = json.loads((tmp_path / "p" / "meta.json").read_text())
+    assert (meta["seq_length"], meta["crop_bins"]) == (16_384, 128)
+    # An old directory says nothing: architecture flashrna, nothing refused.
+    save_model(tiny(), tmp_path / "old")
+    assert read_model_description(tmp_path / "old")["input_length"] is None
+    check_input_length(read_model_description(tmp_path / "old"), 524_288, "old")
+
+
+def test_a_trained_model_describes_its_training_data():
+    def dataset(genome):  # what flashrna.data.TrackDataset exposes
+        return SimpleNamespace(seq_length=16_384, crop0=128, shards=SimpleNamespace(genome=genome))
+
+    mouse = SimpleNamespace(real=dataset("mm10"), teacher=dataset("mm10"))  # distillation
+    description = describe_training({"human": dataset("hg38"), "mouse": mouse})
+    assert description == model_description(16_384, 128, {"human": "hg38", "mouse": "mm10"})
+
+
+def test_predict_takes_dna_text_and_intervals():
+    model = tiny()
+    fasta = fixture_path("genome/hg38_1m.fa.gz")
+    window = Genome(fasta).fetch("chr1", 600_000, 601_024)
+    expected = predict(model, window[None], "human")
+    text = decode_sequence(window)
+    torch.testing.assert_close(predict(model, text.lower(), "human"), expected)
+    torch.testing.assert_close(predict(model, [text, text], "human"), expected.expand(2, -1, -1))
+    for interval in ("chr1:600,001-601,024", ("chr1", 600_000, 601_024)):
+        torch.testing.assert_close(predict(model, interval, "human", genome=fasta), expected)
+    with pytest.raises(FlashRNAError, match="needs a genome"):
+        predict(model, "chr1:1-1024", "human")
 
 
 # ------------------------------------------------------------------------------- model-info

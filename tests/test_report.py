@@ -56,12 +56,12 @@ HALFLIFE_FOLDS = [0.71, 0.74, 0.69]
 TE_FOLDS = [(0.5, 0.6), (0.55, 0.62)]  # two TE targets per fold
 
 
-def write_tracks(out: Path, r_counts: np.ndarray, names: list[str]) -> None:
+def write_tracks(out: Path, r_counts: np.ndarray, names: list[str], table=TABLE) -> None:
     """evaluate-tracks output (summary.json, assays.csv) through its own writers; r_counts
     (models, tracks) in the counts space, the other spaces offset so they differ."""
     r = np.stack([r_counts - 0.1, r_counts, r_counts + 0.05], axis=1)  # (models, spaces, tracks)
     assert len(SPACES) == 3
-    _, per_assay = track_results(r, TABLE, names)
+    _, per_assay = track_results(r, table, names)
     args = SimpleNamespace(split="test", head="human")
     dataset = SimpleNamespace(shards=SimpleNamespace(shards=["shards/hg38/fold3-0"]))
     out.mkdir(parents=True, exist_ok=True)
@@ -312,6 +312,7 @@ def test_figure1_from_a_compare_result(tmp_path):
 
 
 WRAPPER = """
+import shlex
 from pathlib import Path
 
 configfile: "config.yaml"
@@ -322,6 +323,7 @@ BENCH = f"{RESULTS}/benchmarks"
 REPLICATES = [0, 1, 2, 3]
 ENSEMBLE_SIZES = [1, 2, 4]
 BASELINES = []
+RELEASED, RELEASED_ENSEMBLE, RELEASED_DISTILLED = [], [], []
 TRACK_MODELS = [f"member{m}" for m in REPLICATES]
 CHIP_MODES = ["head", "full"]
 
@@ -331,8 +333,11 @@ def resources(kind):
 def threads(kind):
     return 1
 
-def options(section):
+def step_options(path, step):
     return ""
+
+def option(flag, *values):
+    return " ".join([flag, *(shlex.quote(str(v)) for v in values)])
 
 include: "REPORT_SMK"
 
@@ -386,3 +391,33 @@ def test_report_steps_run_in_their_job_env_without_pytorch(results):
         run = run_in_env(env, argv)
         assert run.returncode == 0, f"report {what} in plot.yaml:\n{run.stderr}"
         assert any(out.iterdir())
+
+
+def test_released_weights_rows(results):
+    released = {"released0": (0.84, 0.72, 0.13), "released1": (0.86, 0.70, 0.15)}
+    for name, (dnase, atac, rho) in released.items():  # evaluated on the shared DNase, ATAC
+        write_tracks(results / "eval" / "tracks" / name, np.array([[dnase, atac]]), [name],
+                     TABLE.take([2, 3]))  # fmt: skip
+        write_eqtl(results / "eval" / "eqtl" / name, rho)
+    write_eqtl(results / "eval" / "eqtl" / "released-ensemble2", 0.18)
+    write_eqtl(results / "eval" / "eqtl" / "released-distilled", 0.17)
+    for what in ("table1", "table2", "figure2"):
+        assert report(what, results) == 0
+    out = results / "out"
+    rows = read_csv(out / "table1.csv")
+    mine = {r["metric"]: r for r in rows if r["model"] == "FlashRNA (released weights)"}
+    assert float(mine["DNase"]["mean"]) == pytest.approx(0.85) and mine["DNase"]["n"] == "2"
+    assert mine["RNA"]["status"] == "no value" and mine["RNA"]["paper_mean"] == ""
+    md = (out / "table1.md").read_text()
+    assert "shares by identifier (RNA 0 of 2, DNase 1 of 1, ATAC 1 of 1)" in md
+    mean, sd = mean_sd([0.13, 0.15])
+    md2 = (out / "table2.md").read_text()
+    assert f"| FlashRNA (released weights) | 2 | {mean:.3f} ± {sd:.3f} | – |" in md2
+    points = pd.read_csv(out / "figure2.csv").set_index(["series", "size"])
+    released = points.loc["FlashRNA (released weights)"]
+    assert released.loc[1, "mean"] == pytest.approx(mean)
+    assert released.loc[2, "mean"] == pytest.approx(0.18)
+    assert points.loc[("FlashRNA (released weights) distilled", 1), "mean"] == pytest.approx(0.17)
+    # Named as none (the workflow without published weights): no such rows.
+    assert report("table1", results, "--released") == 0
+    assert "FlashRNA (released weights)" not in (out / "table1.md").read_text()

@@ -61,6 +61,29 @@ def test_write_reproduces_the_file(human, tmp_path):
     assert TrackTable.read(tmp_path / "subset.txt") == subset
 
 
+def test_gtex_tissue_column_and_unknown_clip(human, tmp_path):
+    rows = human.find(["RNA", "DNASE"])[:6]
+    frame = human.take(rows).frame.copy()
+    frame["gtex_tissue"] = ["Liver", "", "Lung", None, "", ""]
+    frame.loc[[0, 2], "clip"] = np.nan  # unknown hard clips (an imported model's table)
+    table = TrackTable(frame, source="imported")
+    assert list(table.gtex_tissue) == ["Liver", "", "Lung", "", "", ""]
+    assert human.gtex_tissue is None
+    for name in ("t.txt", "t.txt.gz"):
+        table.write(tmp_path / name)
+        again = TrackTable.read(tmp_path / name)
+        assert again == table and list(again.gtex_tissue) == list(table.gtex_tissue)
+        assert np.isnan(again.clip[[0, 2]]).all() and again.clip[1] == table.clip[1]
+    assert list(table.take([2, 0]).gtex_tissue) == ["Lung", "Liver"]
+    assert table != TrackTable(frame.drop(columns="gtex_tissue"), source="no column")
+    with pytest.raises(FlashRNAError, match=r"imported: track .* \(row 0\) has no hard clip"):
+        table.squash(np.ones((2, 6), np.float32))
+    text = frame.assign(clip=frame["clip"].astype(object))
+    text.loc[1, "clip"] = "abc"  # text is still an error, only an empty cell means unknown
+    with pytest.raises(FlashRNAError, match=r"row 1 .*clip 'abc' is not a finite number"):
+        TrackTable(text)
+
+
 def test_subset_table_file_indexes_source_channels():
     full = TrackTable.read(fixture_path("borzoi-tiny/hg38/targets.txt"))
     rna = TrackTable.read(fixture_path("borzoi-tiny/hg38/targets_rna.txt"))

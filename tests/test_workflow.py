@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from helpers import fixture_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
@@ -173,7 +174,32 @@ def test_paper_dry_run_has_the_papers_jobs(tmp_path):
     }
     assert counts["bench_compare"] == 1  # Figure 1
     # Every job that computes something runs `flashrna` with a log.
-    assert "flashrna train --config results/paper/configs/train.yaml --seed 15" in result.stdout
+    train = "flashrna train --restart-finished --config results/paper/configs/train.yaml --seed 15"
+    assert train in result.stdout
+
+
+def test_published_weights_join_tables_1_2_and_figure_2(tmp_path):
+    checkpoint = str(fixture_path("flashrna-official/official-tiny.ckpt"))
+    config = load("config.yaml")
+    config["published"] = {"replicates": [checkpoint, checkpoint], "distilled": checkpoint}
+    (tmp_path / "published.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(tmp_path, "-n", "-p", "--cores", "1", "--configfile", "published.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    replicates = config["train"]["replicates"]
+    eqtl_models = replicates + len([n for n in config["ensemble"]["sizes"] if n > 1]) + 1
+    assert counts["import_published"] == 3  # two replicates and the distilled model
+    assert counts["evaluate_tracks"] == replicates + 2  # Table 1
+    # Table 2 and Figure 2: each released model, their ensemble, the distilled one.
+    assert counts["score_variants"] == counts["eqtl_benchmark"] == eqtl_models + 4
+    out = result.stdout
+    assert f"flashrna import-model {checkpoint} --out results/paper/models/released1/model" in out
+    shared = "--model results/paper/models/released0/model --shared-tracks --head human"
+    assert f"flashrna evaluate-tracks {shared}" in out
+    ensemble = "--model results/paper/models/released0/model --model results/paper/models/released1"
+    assert f"flashrna score-variants {ensemble}" in out
+    assert "--released released0 released1" in out
+    assert "--released-ensembles released-ensemble2 --released-distilled released-distilled" in out
 
 
 def test_one_table_is_a_target(tmp_path):

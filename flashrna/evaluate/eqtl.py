@@ -7,8 +7,10 @@ optionally gzip/bgzip): a header with at least ``variant`` (``chr1_13550_G_A_b38
 name (``Adipose_Subcutaneous.tsv``); when a ``method`` column exists only ``SUSIE`` rows are
 used. Other columns (``allele2``, an unnamed index) are ignored.
 
-Steps: keep ``pip > --min-pip`` (0.9); map each tissue to one Borzoi GTEx description through
-the committed table ``flashrna/resources/gtex_tissues.tsv`` (``--tissue-map``); a tissue's
+Steps: keep ``pip > --min-pip`` (0.9); a tissue's tracks are the head's tracks whose own
+``gtex_tissue`` is the tissue when the head's track table has that column (the released FlashRNA
+models: 87 GTEx tracks over 37 tissues); otherwise each tissue maps to one Borzoi GTEx description
+through the committed table ``flashrna/resources/gtex_tissues.tsv`` (``--tissue-map``) and its
 tracks are the head's tracks whose description equals it *and* whose identifier contains
 ``GTEX`` (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
 Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts -> ``RNA:skin``,
@@ -49,8 +51,8 @@ from flashrna.variants import (
     read_eqtls,
     trim_version,
 )
-from flashrna.zoo import add_model_arguments, load_track_models, model_track_table
-from flashrna.zoo.borzoi import borzoi_track_table
+from flashrna.zoo import add_model_arguments, resolve_model, track_model_from_args
+from flashrna.zoo.interface import default_head
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +97,12 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
         "it) instead of scoring here; then no model, FASTA or GTF is needed",
     )
     add_scoring_arguments(parser, required=False)
-    add_model_arguments(parser)
+    add_model_arguments(parser, required=False)
     parser.add_argument(
-        "--tissue-map", default=str(TISSUE_MAP), help="GTEx tissue -> track description table"
+        "--tissue-map",
+        default=str(TISSUE_MAP),
+        help="GTEx tissue -> track description table (used when the model's track table has "
+        "no gtex_tissue column)",
     )
     parser.add_argument("--min-pip", type=float, default=0.9, help="keep eQTLs with PIP above")
     parser.add_argument(
@@ -111,25 +116,29 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
-    scoring = [args.fasta, args.gtf, args.model or args.baseline]
+    scoring = [args.fasta, args.gtf, args.model]
     if args.scores and any(scoring):
-        raise FlashRNAError("give either --scores or --fasta, --gtf and a --model/--baseline")
+        raise FlashRNAError("give either --scores or --fasta, --gtf and a --model")
     if not args.scores and not all(scoring):
-        raise FlashRNAError("give --fasta, --gtf and --model or --baseline (or --scores)")
+        raise FlashRNAError("give --fasta, --gtf and --model (or --scores)")
     eqtls = read_eqtls(args.eqtls, args.min_pip)
     if eqtls.empty:
         raise FlashRNAError(f"no eQTL with PIP > {args.min_pip} in {', '.join(args.eqtls)}")
-    tissue_map = read_tissue_map(args.tissue_map)
-    unmapped = sorted(set(eqtls["tissue"]) - set(tissue_map))
-    if unmapped:
-        raise FlashRNAError(
-            f"tissue(s) {', '.join(unmapped)} have no row in {args.tissue_map}; add them there"
-        )
-    identifiers, descriptions, source = _head_tracks(args)
-    rows = {
-        t: tissue_tracks(identifiers, descriptions, tissue_map[t])
-        for t in dict.fromkeys(eqtls["tissue"])
-    }
+    identifiers, descriptions, tissues, source = _head_tracks(args)
+    if tissues is not None:  # the model's own GTEx tissue column
+        rows = {t: np.flatnonzero(tissues == t) for t in dict.fromkeys(eqtls["tissue"])}
+        tissue_map = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
+    else:
+        tissue_map = read_tissue_map(args.tissue_map)
+        unmapped = sorted(set(eqtls["tissue"]) - set(tissue_map))
+        if unmapped:
+            raise FlashRNAError(
+                f"tissue(s) {', '.join(unmapped)} have no row in {args.tissue_map}; add them there"
+            )
+        rows = {
+            t: tissue_tracks(identifiers, descriptions, tissue_map[t])
+            for t in dict.fromkeys(eqtls["tissue"])
+        }
     without = [t for t, r in rows.items() if len(r) == 0]
     if without:
         log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), source)
@@ -161,12 +170,15 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
             "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
             "min_pip": args.min_pip,
             "min_variants": args.min_variants,
+            "tissue_tracks": "the model's gtex_tissue column"
+            if tissues is not None
+            else str(args.tissue_map),
             "scores": args.scores
             or {
                 "units": args.units,
                 "length": args.length,
                 "crop_bins": args.crop_bins,
-                "model": args.model or args.baseline,
+                "model": args.model,
                 "head": args.head,
             },
         },
@@ -174,9 +186,10 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
     log.info("mean Spearman over %d tissues: %s", len(included), mean)
 
 
-def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]:
-    """Identifiers and descriptions of the tracks that can be scored, and where they come from:
-    the ``tracks.tsv`` beside ``--scores``, else the head's table (without loading weights)."""
+def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """Identifiers, descriptions and GTEx tissues (None without that column) of the tracks that
+    can be scored, and where they come from: the ``tracks.tsv`` beside ``--scores``, else the
+    head's table (without loading weights)."""
     if args.scores:
         path = Path(args.scores).parent / "tracks.tsv"
         try:
@@ -185,14 +198,20 @@ def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, str]
             raise FlashRNAError(
                 f"{path}: not found (score-variants writes it beside scores.tsv)"
             ) from None
-        return listed["identifier"].to_numpy(), listed["description"].to_numpy(), str(path)
-    if args.targets:
-        table = TrackTable.read(args.targets)
-    elif args.model:
-        table = model_track_table(args.model[0], args.head)
+        identifiers, descriptions = listed["identifier"].to_numpy(), listed["description"]
+        tissues = listed["gtex_tissue"].to_numpy() if "gtex_tissue" in listed else None
+        source = str(path)
     else:
-        table = borzoi_track_table()
-    return table.identifier, table.frame["description"].to_numpy(), table.source
+        if args.targets:
+            table = TrackTable.read(args.targets)
+        else:
+            model = resolve_model(args.model[0])
+            table = model.track_table(args.head or default_head(model))
+        identifiers, descriptions = table.identifier, table.frame["description"]
+        tissues, source = table.gtex_tissue, table.source
+    if tissues is not None and not (tissues != "").any():
+        tissues = None  # an empty column: use the map
+    return identifiers, descriptions.to_numpy(), tissues, source
 
 
 def score_eqtl_variants(
@@ -202,7 +221,9 @@ def score_eqtl_variants(
 
     Returns the scores (``variant ref gene`` + ``logSED:<identifier>``) and, indexed by variant,
     its ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS` entry)."""
-    (model,) = load_track_models(args, identifiers)
+    model = track_model_from_args(args, identifiers)
+    # The summary records the length and crop used (the model's own unless given).
+    args.length, args.crop_bins = model.geometry(args.length, args.crop_bins, args.allow_length)
     scorer = VariantScorer(
         model,
         Genome(args.fasta),

@@ -10,11 +10,14 @@ with the targets by the batch's ``crop_start``. Three value spaces:
 - ``log``: ``log2(1 + counts)``.
 
 Each space accumulates :class:`~flashrna.metrics.StreamingPearson` float64 sufficient
-statistics, so memory does not grow with the number of windows. Every ``--model`` or
-``--baseline`` occurrence is one evaluated model (several directories in one occurrence form an
-ensemble); all are evaluated in one pass over the data. Predictions are matched to the data's
-tracks by identifier, so any head (the human head, a ChIP fine-tuning head, a baseline) and any
-track subset (``--assays``, ``--tracks``) work.
+statistics, so memory does not grow with the number of windows. ``--model`` names the evaluated
+model (any model: :mod:`flashrna.zoo`; repeated, an ensemble); :class:`TrackPearson` also evaluates
+several models in one pass over the data. Predictions are matched to the data's tracks by
+identifier, so any head (the human head, a ChIP fine-tuning head, Borzoi) and any track subset
+(``--assays``, ``--tracks``) work; ``--shared-tracks`` keeps the data's tracks the model predicts
+(a released model's head covers only part of the Borzoi targets). The input length is the stored
+windows' (``--length`` changes it); one the model was not built for is refused unless
+``--allow-length``.
 
 Outputs in ``--out``: ``tracks.csv`` (``model track identifier assay description
 pearson_squashed pearson_counts pearson_log``, ``track`` = row of the data's track table),
@@ -40,11 +43,12 @@ import pandas as pd
 import torch
 
 from flashrna.metrics import StreamingPearson, finite_or_none, per_group_mean
-from flashrna.model import BIN_SIZE, predict, take_bins
+from flashrna.model import BIN_SIZE, check_input_length, predict, take_bins
 from flashrna.tracks import TrackTable, unsquash
 from flashrna.utils import FlashRNAError, atomic_file, atomic_path, resolve_device, write_json
 from flashrna.variants import read_identifiers
-from flashrna.zoo import TrackModel, add_model_arguments, load_track_models
+from flashrna.zoo import TrackModel, add_model_arguments, resolve_model, track_model_from_args
+from flashrna.zoo.interface import default_head
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +183,12 @@ def register_evaluate_tracks(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--split", default="test", help="train, valid or test (test = fold3)")
     parser.add_argument("--out", required=True, help="output directory")
-    add_model_arguments(parser, replicates=True)
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--shared-tracks",
+        action="store_true",
+        help="evaluate only the data's tracks that the model predicts (matched by identifier)",
+    )
     parser.add_argument("--assays", nargs="+", help="evaluate only tracks of these assays")
     parser.add_argument(
         "--tracks",
@@ -188,7 +197,10 @@ def register_evaluate_tracks(parser: argparse.ArgumentParser) -> None:
         help="evaluate only these track identifiers, or the identifiers of these track tables",
     )
     parser.add_argument(
-        "--length", type=int, help="model input length in bp (default: the stored windows')"
+        "--length",
+        type=int,
+        help="model input length in bp (default: the stored windows'; a model built for "
+        "another length is refused unless --allow-length)",
     )
     parser.add_argument("--fasta", help="genome FASTA for flanks when --length exceeds the stored")
     parser.add_argument("--batch-size", type=int, default=2, help="windows per batch")
@@ -205,18 +217,23 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
 
     from flashrna.data import TrackDataset, make_loader
 
+    identifiers = read_identifiers(args.tracks)
+    if args.shared_tracks:
+        identifiers = shared_identifiers(args, identifiers)
     dataset = TrackDataset(
         args.shards,
         split=args.split,
         assays=args.assays,
-        identifiers=read_identifiers(args.tracks),
+        identifiers=identifiers,
         genome=args.fasta,
         seq_length=args.length,
     )
     total = min(len(dataset), args.max_windows or len(dataset))
     if total == 0:
         raise FlashRNAError(f"{', '.join(args.shards)}: no windows in split '{args.split}'")
-    models = load_track_models(args, dataset.tracks.identifier)
+    model = track_model_from_args(args, dataset.tracks.identifier)
+    check_input_length(model.description, dataset.seq_length, model.name, args.allow_length)
+    models = [model]
     names = [m.name for m in models]
     evaluation = TrackPearson(models, dataset.tracks, args.device)
     out = Path(args.out)
@@ -268,6 +285,25 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
             row.pearson_counts,
             row.pearson_log,
         )
+
+
+def shared_identifiers(args: argparse.Namespace, identifiers: list[str] | None) -> list[str]:
+    """The identifiers of the data's tracks (of ``identifiers`` when given) that the model's
+    head predicts, in the data's order."""
+    from flashrna.data import ShardSet
+
+    source = resolve_model(args.model[0])
+    head = args.head or default_head(source)
+    model = TrackTable.read(args.targets) if args.targets else source.track_table(head)
+    known = set(model.identifier) & set(
+        identifiers if identifiers is not None else model.identifier
+    )
+    data = ShardSet(args.shards, split=args.split).tracks
+    shared = [i for i in data.identifier if i in known]
+    if not shared:
+        raise FlashRNAError(f"{model.source}: predicts none of the tracks of {data.source}")
+    log.info("%d of the data's %d tracks are the model's", len(shared), len(data))
+    return shared
 
 
 def _resume(evaluation: TrackPearson, path: Path, fingerprint: str) -> None:

@@ -9,6 +9,7 @@ import argparse
 from flashrna.finetune import rnaprops
 from flashrna.finetune.chip import CHIP_MODES, chip_config
 from flashrna.utils import set_aside_finished
+from flashrna.zoo import flashrna_directory
 
 # --------------------------------------------------------------------------------------------
 # Command line
@@ -23,7 +24,9 @@ def register_finetune(parser: argparse.ArgumentParser) -> None:
 
     chip = tasks.add_parser("chip", help="a new ChIP-seq head on the trunk (Table 3)")
     add_training_arguments(chip)
-    chip.add_argument("--model", required=True, help="pretrained model directory")
+    chip.add_argument(
+        "--model", required=True, help="pretrained model directory or official checkpoint (.ckpt)"
+    )
     chip.add_argument("--shards", nargs="+", required=True, help="shard folders (train/valid)")
     chip.add_argument("--mode", choices=CHIP_MODES, default="head", help="train the head, or all")
     chip.add_argument("--head", default="chip", help="name of the new head")
@@ -93,7 +96,7 @@ def _run_chip(args: argparse.Namespace) -> int:
     from flashrna.training.cli import run_training
 
     config = chip_config(
-        args.model,
+        flashrna_directory(args.model),
         args.shards,
         mode=args.mode,
         head=args.head,
@@ -119,7 +122,9 @@ def _run_chip(args: argparse.Namespace) -> int:
 def add_property_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by ``finetune halflife`` and ``finetune te``."""
     d = rnaprops.PropertyConfig()
-    parser.add_argument("--model", required=True, help="pretrained model directory (its trunk)")
+    parser.add_argument(
+        "--model", required=True, help="pretrained model directory or official checkpoint (.ckpt)"
+    )
     parser.add_argument("--out", required=True, help="output directory (fold<k>/ inside)")
     parser.add_argument(
         "--folds",
@@ -171,7 +176,7 @@ def run_property_cli(args: argparse.Namespace, data: rnaprops.RnaData) -> None:
     if args.restart_finished:
         set_aside_finished(args.out, "pearson.csv")
     rnaprops.finetune_property(
-        args.model,
+        flashrna_directory(args.model),
         data,
         args.out,
         config,

@@ -10,8 +10,10 @@ and a footer names the run, its config, the value space and the data (demo or re
 Inputs, relative to the run's results directory (``--results``; the workflow's layout). A model
 name is a directory under ``eval/tracks`` (Table 1), ``eval/eqtl`` (Table 2, Figure 2) or
 ``eval/chip`` (Table 3): ``member<k>`` for FlashRNA replicates, ``ensemble<n>``, ``distilled``,
-``borzoi<k>``, ``flashzoi<k>``. Names given on the command line are required; without them the
-ones present are used, and a baseline with none present is shown as "not run".
+``borzoi<k>``, ``flashzoi<k>``, and for the released FlashRNA weights (config ``published``)
+``released<k>``, ``released-ensemble<n>``, ``released-distilled``. Names given on the command line
+are required; without them the ones present are used, and a baseline with none present is shown
+as "not run" (the released rows only appear when present).
 
 ========  ====================================================================================
 table1    ``eval/tracks/<model>/summary.json`` (evaluate-tracks): ``assays.<assay>.counts

@@ -66,6 +66,9 @@ def register_report(parser: argparse.ArgumentParser) -> None:
             names = f"directory names under RESULTS/{MODEL_DIRS[name]} (default: those present)"
             if name != "table3":
                 sub.add_argument("--replicates", nargs="+", help="FlashRNA replicates: " + names)
+                sub.add_argument(
+                    "--released", nargs="*", help="the released weights' replicates: " + names
+                )
             for baseline in ("borzoi", "flashzoi")[: 1 if name == "table3" else 2]:
                 sub.add_argument(
                     f"--{baseline}",
@@ -89,6 +92,12 @@ def register_report(parser: argparse.ArgumentParser) -> None:
         if name == "figure2":
             sub.add_argument("--ensembles", nargs="*", help="ensemble<n> " + names)
             sub.add_argument("--distilled", nargs="*", help="the distilled model: " + names)
+            sub.add_argument(
+                "--released-ensembles", nargs="*", help="released-ensemble<n> " + names
+            )
+            sub.add_argument(
+                "--released-distilled", nargs="*", help="the released distilled model: " + names
+            )
 
 
 def _run_report(args: argparse.Namespace) -> None:
@@ -98,6 +107,7 @@ def _run_report(args: argparse.Namespace) -> None:
         getattr(args, "replicates", None),
         getattr(args, "borzoi", None),
         getattr(args, "flashzoi", None),
+        getattr(args, "released", None),
     )
     if args.what.startswith("table"):
         table = {
@@ -112,6 +122,14 @@ def _run_report(args: argparse.Namespace) -> None:
         source = Path(args.compare or Path(args.results) / "bench" / "compare.json")
         paths = plot_figure1(read_json(source), out / "figure1.png")
     else:
-        paths = figure2(run, out, names, args.ensembles, args.distilled)
+        paths = figure2(
+            run,
+            out,
+            names=names,
+            ensembles=args.ensembles,
+            distilled=args.distilled,
+            released_ensembles=args.released_ensembles,
+            released_distilled=args.released_distilled,
+        )
     for path in paths:
         print(f"wrote {path}")

@@ -13,6 +13,7 @@ from flashrna.paper import PAPER_DISTILLED, PAPER_FIGURE2, PAPER_RATIOS, PAPER_T
 from flashrna.report.tables import (
     NOT_RUN,
     PRESENT,
+    RELEASED,
     Cell,
     ModelNames,
     RunInfo,
@@ -53,10 +54,14 @@ def figure2_points(
     names: ModelNames = PRESENT,
     ensembles: Sequence[str] | None = None,
     distilled: Sequence[str] | None = None,
+    released_ensembles: Sequence[str] | None = None,
+    released_distilled: Sequence[str] | None = None,
 ) -> list[Point]:
-    """This run's points (replicates at size 1, ensembles, distilled, baselines) and the
-    paper's (Figure 2; Borzoi from Table 2). ``ensembles``: ``ensemble<n>`` names, ``distilled``
-    the distilled model's name(s) (None: those present)."""
+    """This run's points (replicates at size 1, ensembles, distilled, baselines, and the
+    released weights when evaluated) and the paper's (Figure 2; Borzoi from Table 2).
+    ``ensembles``: ``ensemble<n>`` names, ``distilled`` the distilled model's name(s), and the
+    same for the released weights (``released-ensemble<n>``, ``released-distilled``); None:
+    those present."""
     root = Path(run.results) / "eval" / "eqtl"
     rows = model_rows(root, names)
     points = [Point("FlashRNA", "this run", 1, Cell(eqtl_values(rows["FlashRNA"])))]
@@ -73,12 +78,25 @@ def figure2_points(
     if distilled:
         values = eqtl_values(summaries_of(root, distilled))
         points.append(Point("FlashRNA distilled", "this run", 1, Cell(values)))
+    if RELEASED in rows:
+        points.append(Point(RELEASED, "this run", 1, Cell(eqtl_values(rows[RELEASED]))))
+        for name in named_or_found(root, released_ensembles, r"released-ensemble\d+"):
+            values = eqtl_values(summaries_of(root, [name]))
+            points.append(Point(RELEASED, "this run", int(name[17:]), Cell(values)))
+        for name in named_or_found(root, released_distilled, "released-distilled"):
+            values = eqtl_values(summaries_of(root, [name]))
+            points.append(Point(f"{RELEASED} distilled", "this run", 1, Cell(values)))
     for label in ("Borzoi", "Flashzoi"):
         points.append(Point(label, "this run", None, Cell(eqtl_values(rows[label]))))
     points += [Point("FlashRNA", "paper", n, Cell([v])) for n, v in PAPER_FIGURE2.items()]
     points.append(Point("FlashRNA distilled", "paper", 1, Cell([PAPER_DISTILLED])))
     points.append(Point("Borzoi", "paper", None, Cell([PAPER_TABLE2["Borzoi"][0]])))
     return points
+
+
+def named_or_found(root: Path, names: Sequence[str] | None, pattern: str) -> list[str]:
+    """``names``, or the models under ``root`` matching ``pattern`` when None."""
+    return found_models(root, pattern) if names is None else list(names)
 
 
 def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> list[Path]:
@@ -127,6 +145,25 @@ def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> lis
                 label=f"distilled into 1 model from {teacher if source == 'this run' else 16} "
                 f"({source})",
             )
+    released = sorted(
+        (p for p in points if p.series == RELEASED and p.cell.mean is not None),
+        key=lambda p: p.size,
+    )
+    if released:
+        ax.errorbar(
+            [p.size for p in released],
+            [p.cell.mean for p in released],
+            yerr=[p.cell.sd or 0.0 for p in released],
+            color="#9467bd",
+            marker="s",
+            capsize=3,
+            label=f"{RELEASED}, ensemble (this run)",
+        )
+    for p in points:
+        if p.series == f"{RELEASED} distilled" and p.cell.mean is not None:
+            # Hollow and on top: a distilled star at the same place stays visible inside it.
+            ax.plot([1], [p.cell.mean], color="#9467bd", marker="D", ms=13, mfc="none", mew=2,
+                    ls="none", zorder=5, label=f"{RELEASED}, distilled (this run)")  # fmt: skip
     lines = {"Borzoi": "#7f7f7f", "Flashzoi": "#2ca02c"}
     for p in points:
         if p.size is not None or p.cell.mean is None:
@@ -174,16 +211,11 @@ def write_points(points: list[Point], path: Path) -> None:
             )
 
 
-def figure2(
-    run: RunInfo,
-    out: str | Path,
-    names: ModelNames = PRESENT,
-    ensembles: Sequence[str] | None = None,
-    distilled: Sequence[str] | None = None,
-) -> list[Path]:
-    """Figure 2 in ``out``: ``figure2.csv`` (the points) and ``figure2.{png,pdf}``."""
+def figure2(run: RunInfo, out: str | Path, **selection: Any) -> list[Path]:
+    """Figure 2 in ``out``: ``figure2.csv`` (the points) and ``figure2.{png,pdf}``.
+    ``selection``: :func:`figure2_points`' model names (``names``, ``ensembles``, ...)."""
     out = Path(out)
-    points = figure2_points(run, names, ensembles, distilled)
+    points = figure2_points(run, **selection)
     write_points(points, out / "figure2.csv")
     return [out / "figure2.csv", *plot_figure2(points, run.footer(), out / "figure2.png")]
 

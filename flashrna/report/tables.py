@@ -26,6 +26,7 @@ DATA = {
     "real": "real (the Borzoi, GTEx, Saluki and RiboNN data)",
 }
 NOT_RUN = "not run"
+RELEASED = "FlashRNA (released weights)"  # the published checkpoints, evaluated here
 
 
 # --------------------------------------------------------------------------------------------
@@ -281,13 +282,18 @@ def track_values(summaries: list[dict] | None, assay: str, space: str) -> list[f
 
 
 def model_rows(root: Path, names: ModelNames) -> dict[str, list[dict] | None]:
-    """Summaries of the baselines (None: not run) and of the FlashRNA replicates (required)
-    under ``root``, as ``names`` selects them."""
-    return {
+    """Summaries of the baselines (None: not run), of the FlashRNA replicates (required) and,
+    when present, of the released weights' replicates under ``root``, as ``names`` selects
+    them."""
+    rows = {
         "Borzoi": model_summaries(root, names.borzoi, r"borzoi\d+", "Borzoi", False),
         "Flashzoi": model_summaries(root, names.flashzoi, r"flashzoi\d+", "Flashzoi", False),
         "FlashRNA": model_summaries(root, names.replicates, r"member\d+", "FlashRNA", True),
     }
+    released = model_summaries(root, names.released, r"released\d+", RELEASED, False)
+    if released is not None:
+        rows[RELEASED] = released
+    return rows
 
 
 def eqtl_values(summaries: list[dict] | None) -> list[float] | None:
@@ -325,6 +331,7 @@ class ModelNames:
     replicates: Sequence[str] | None = None
     borzoi: Sequence[str] | None = None
     flashzoi: Sequence[str] | None = None
+    released: Sequence[str] | None = None  # ``released<k>``: the published checkpoints
 
 
 PRESENT = ModelNames()  # every model found under the evaluation folder
@@ -348,7 +355,10 @@ def table1(run: RunInfo, names: ModelNames = PRESENT, space: str = "counts") -> 
         table.add(
             [model],
             {
-                label: Cell(track_values(summaries, assay, space), PAPER_TABLE1[model][assay])
+                label: Cell(
+                    track_values(summaries, assay, space),
+                    PAPER_TABLE1.get(model, {}).get(assay),
+                )
                 for assay, label in ASSAYS.items()
             },
         )
@@ -358,9 +368,29 @@ def table1(run: RunInfo, names: ModelNames = PRESENT, space: str = "counts") -> 
         f"{first.get('split')} split (test = fold3), forward + reverse-complement "
         "averaged predictions, then the mean per assay; this run: mean ± SD (ddof 1) over the "
         "n replicates; paper: mean ± SD of 4 replicates.",
+        *released_tracks_note(rows),
         *run.footer(space),
     ]
     return table
+
+
+def released_tracks_note(rows: dict[str, list[dict] | None]) -> list[str]:
+    """Table 1's footer line on what the released weights could be compared on: the test
+    tracks their human head shares (by identifier) out of the tracks the replicates had."""
+    if RELEASED not in rows:
+        return []
+    shared = rows[RELEASED][0].get("assays", {})
+    every = rows["FlashRNA"][0].get("assays", {})
+    counts = ", ".join(
+        f"{label} {shared.get(a, {}).get('tracks', 0):,} of {every.get(a, {}).get('tracks', 0):,}"
+        for a, label in ASSAYS.items()
+    )
+    return [
+        f"{RELEASED}: the published checkpoints, evaluated here on the test tracks their human "
+        f"head shares by identifier ({counts}); the other test tracks have no released "
+        "counterpart and are not comparable (the released RNA tracks are named by ontology "
+        "terms; only the GTEx ones are Borzoi's)."
+    ]
 
 
 def table2(run: RunInfo, names: ModelNames = PRESENT) -> Table:
@@ -375,12 +405,20 @@ def table2(run: RunInfo, names: ModelNames = PRESENT) -> Table:
         [column],
     )
     for model, summaries in rows.items():
-        table.add([model], {column: Cell(eqtl_values(summaries), PAPER_TABLE2[model])})
+        table.add([model], {column: Cell(eqtl_values(summaries), PAPER_TABLE2.get(model))})
     first = rows["FlashRNA"][0]
     table.footer = [
         f"One model per replicate; ρ per GTEx tissue with more than {first.get('min_variants')} "
         f"scored eQTLs (PIP > {first.get('min_pip')}), mean over the {first.get('tissues')} "
         "such tissues; this run: mean ± SD (ddof 1) over the n replicates.",
+        *(
+            [
+                f"{RELEASED}: the published checkpoints; a tissue's tracks are those the model's "
+                f"own gtex_tissue column names ({rows[RELEASED][0].get('tissues')} tissues)."
+            ]
+            if RELEASED in rows
+            else []
+        ),
         *run.footer(),
     ]
     return table

@@ -14,6 +14,12 @@ Baselines (``pip install 'flashrna[baselines]'``; borzoi-pytorch is imported onl
 - cropping: the model is built without its own centre crop (``bins_to_return=-1``), so it returns
   L/32 bins like FlashRNA and ``crop_bins`` is applied by the wrapper (before the output layers).
 - reverse complement: as for FlashRNA, through the table's strand pairs in ``predict``.
+- import (``flashrna import-model borzoi-0 --out DIR``, :func:`import_borzoi`): a model directory
+  whose ``config.json`` holds the borzoi-pytorch config under ``model`` and the architecture
+  (``borzoi``/``flashzoi``) in its metadata, beside the weights (``model.safetensors``, as
+  published) and the human track table (``targets-human.txt``); :func:`load_borzoi_directory`
+  loads it (what :func:`flashrna.model.load_model` does for such a directory). Weights are only
+  read from safetensors files, never from pickles (``pytorch_model.bin``).
 - Flashzoi's attention is flash-attn's ``MHA`` (CUDA only). :class:`PortableFlashzoiAttention`
   holds the same parameters (``mha.Wqkv``, ``mha.out_proj``) and computes the same function (GQA 8
   query / 4 key-value heads of 192 dims, RoPE on the first 128 dims, base 20,000, NeoX style) with
@@ -26,7 +32,10 @@ randomly initialised one) and is what ``flashrna bench compare`` builds on.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import logging
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,15 +46,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flashrna.model import (
+    BIN_SIZE,
+    CONFIG_FILE,
+    FORMAT_VERSION,
     TOKEN_SIZE,
+    WEIGHTS_FILE,
     apply_rotary,
     attention,
     center_crop,
+    model_description,
+    read_model_description,
     rotary_tables,
 )
 from flashrna.tracks import TrackTable
-from flashrna.utils import FlashRNAError
+from flashrna.utils import (
+    FlashRNAError,
+    atomic_directory,
+    file_sha256,
+    read_json,
+    resolve_device,
+    write_json,
+)
 
+log = logging.getLogger(__name__)
+
+BORZOI_LENGTH = 524_288  # Borzoi's input in bp
+BORZOI_CROP = 5120  # bins cropped at each end: 6,144 of 16,384 bins returned
 HUB_REPLICATES = {
     "borzoi": "johahi/borzoi-replicate-{}",
     "flashzoi": "johahi/flashzoi-replicate-{}",
@@ -203,3 +229,118 @@ def reset_relative_positions(borzoi: nn.Module, tokens: int, device: torch.devic
             positions.shape[0] != 2 * tokens - 1 or positions.device != device
         ):
             module.positions = None
+
+
+# --------------------------------------------------------------------------------------------
+# Import: a borzoi-pytorch model as a model directory
+# --------------------------------------------------------------------------------------------
+
+
+def borzoi_architecture(config: dict[str, Any]) -> str:
+    """``flashzoi`` for a config with Flashzoi's attention (``flashed``), else ``borzoi``."""
+    return "flashzoi" if config.get("flashed") else "borzoi"
+
+
+def borzoi_description(config: dict[str, Any]) -> dict[str, Any]:
+    """:func:`flashrna.model.model_description` of a borzoi-pytorch config: 524,288-bp input,
+    the crop of its ``bins_to_return`` (none when it returns every bin), the human head (hg38),
+    squashed values."""
+    returned = int(config.get("bins_to_return", BORZOI_LENGTH // BIN_SIZE - 2 * BORZOI_CROP))
+    crop = (BORZOI_LENGTH // BIN_SIZE - returned) // 2 if returned > 0 else 0
+    return model_description(
+        BORZOI_LENGTH, crop, {"human": "hg38"}, "squashed", borzoi_architecture(config)
+    )
+
+
+def borzoi_files(source: str | Path) -> Path:
+    """The local directory of a borzoi-pytorch model: ``source`` itself when it is a directory,
+    else a Hugging Face download of its ``config.json`` and safetensors weights (a replicate
+    name or a repository; needs internet)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    name = hub_name(str(source))
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name, allow_patterns=["config.json", "*.safetensors"]))
+    except Exception as err:  # offline, unknown repository, ...: one clear message
+        raise FlashRNAError(
+            f"cannot fetch borzoi-pytorch model '{name}' ({type(err).__name__}: {err}); give a "
+            f"local directory with its config.json and model.safetensors instead"
+        ) from None
+
+
+def _borzoi_weights(directory: Path) -> Path:
+    weights = directory / WEIGHTS_FILE
+    if not weights.is_file():
+        pickled = [p.name for p in directory.glob("*.bin")]
+        detail = f" (found {', '.join(pickled)}: pickled weights are not read)" if pickled else ""
+        raise FlashRNAError(f"{directory}: no {WEIGHTS_FILE}{detail}")
+    return weights
+
+
+def borzoi_sha256(directory: Path) -> str:
+    """One SHA-256 over a borzoi-pytorch directory's config and weights (their hashes)."""
+    parts = (file_sha256(directory / CONFIG_FILE), file_sha256(_borzoi_weights(directory)))
+    return hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def _borzoi_with_weights(config: dict[str, Any], weights: Path) -> nn.Module:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    model = build_borzoi(config)
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError) as err:
+        raise FlashRNAError(f"{weights}: unreadable weights ({err})") from None
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise FlashRNAError(
+            f"{weights} does not fit its config: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    return model.eval()
+
+
+def import_borzoi(directory: str | Path, out: str | Path, source: str, sha256: str) -> Path:
+    """Write the model directory ``out`` (module docstring) for the borzoi-pytorch model in
+    ``directory`` (Hugging Face layout; :func:`borzoi_files`), recording ``source`` (as the
+    user named it) and ``sha256`` (of its files). The weights are checked against the config by
+    loading them. Returns ``out``."""
+    directory = Path(directory)
+    config_path = directory / CONFIG_FILE
+    config = read_json(config_path)
+    if config.get("model_type") != "borzoi":
+        raise FlashRNAError(f"{config_path}: model_type {config.get('model_type')!r}, not borzoi")
+    weights = _borzoi_weights(directory)
+    _borzoi_with_weights(config, weights)
+    if config.get("enable_mouse_head"):
+        log.warning("%s: the mouse head is not imported (no mouse track table)", source)
+    metadata = borzoi_description(config)
+    metadata["source"] = {"borzoi_pytorch": source, "sha256": sha256}
+    with atomic_directory(out) as tmp:
+        write_json(
+            tmp / CONFIG_FILE,
+            {"format_version": FORMAT_VERSION, "model": config, "metadata": metadata},
+        )
+        shutil.copyfile(weights, tmp / WEIGHTS_FILE)
+        borzoi_track_table().write(tmp / "targets-human.txt")
+    return Path(out)
+
+
+def borzoi_from_directory(directory: str | Path) -> nn.Module:
+    """The bare borzoi-pytorch model of an imported directory (see :func:`import_borzoi`)."""
+    directory = Path(directory)
+    stored = read_json(directory / CONFIG_FILE)
+    if read_model_description(directory)["architecture"] not in ("borzoi", "flashzoi"):
+        raise FlashRNAError(f"{directory}: not a Borzoi/Flashzoi model directory")
+    return _borzoi_with_weights(stored["model"], _borzoi_weights(directory))
+
+
+def load_borzoi_directory(directory: str | Path, device: Any = "cpu") -> BorzoiTracks:
+    """An imported Borzoi/Flashzoi directory as a model with FlashRNA's interface: its human
+    head over every track of the directory's ``targets-human.txt``."""
+    table = TrackTable.read(Path(directory) / "targets-human.txt")
+    return BorzoiTracks(borzoi_from_directory(directory), table).to(resolve_device(device))

@@ -1,6 +1,7 @@
 """Config validation and the helpers the rule files share (no rules here)."""
 
 import copy
+import re
 import shlex
 from pathlib import Path
 
@@ -45,12 +46,20 @@ BASELINES = (
     if config["baselines"]["enabled"]
     else []
 )
-TRACK_MODELS = [*(f"member{m}" for m in REPLICATES), *BASELINES]
+# The released weights (config published): released<k>, their ensemble, released-distilled.
+PUBLISHED = config.get("published") or {}
+RELEASED = [f"released{k}" for k in range(len(PUBLISHED.get("replicates") or []))]
+RELEASED_ENSEMBLE = [f"released-ensemble{len(RELEASED)}"] if len(RELEASED) > 1 else []
+RELEASED_DISTILLED = ["released-distilled"] if PUBLISHED.get("distilled") else []
+TRACK_MODELS = [*(f"member{m}" for m in REPLICATES), *BASELINES, *RELEASED]
 EQTL_MODELS = [
     *(f"member{m}" for m in REPLICATES),
     *(f"ensemble{n}" for n in ENSEMBLE_SIZES if n > 1),
     "distilled",
     *BASELINES,
+    *RELEASED,
+    *RELEASED_ENSEMBLE,
+    *RELEASED_DISTILLED,
 ]
 CHIP_MODES = config["finetune"]["chip"]["modes"]
 PRETRAINED = f"{RESULTS}/models/member0/model"  # the trunk that is fine-tuned
@@ -245,14 +254,24 @@ CHIP_CONFIG = f"{RESULTS}/configs/finetune-chip.yaml"
 
 def model_dirs(name):
     """Model directories behind an evaluated model name: memberN, ensembleN (members 0..N-1),
-    distilled; none for a baseline (borzoiN, flashzoiN: weights from borzoi-pytorch)."""
-    if name.startswith("member"):
+    distilled, releasedN and released-distilled (imported published checkpoints),
+    released-ensembleN; none for a baseline (borzoiN, flashzoiN: borzoi-pytorch's)."""
+    if name.startswith("member") or re.fullmatch(r"released(\d+|-distilled)", name):
         return [f"{RESULTS}/models/{name}/model"]
     if name.startswith("ensemble"):
         return [f"{RESULTS}/models/member{m}/model" for m in range(int(name[8:]))]
+    if name.startswith("released-ensemble"):
+        return [f"{RESULTS}/models/released{k}/model" for k in range(int(name[17:]))]
     if name == "distilled":
         return [f"{RESULTS}/models/distilled/model"]
     return []
+
+
+def published_checkpoint(wildcards):
+    """The downloaded checkpoint behind releasedN / released-distilled (config published)."""
+    if wildcards.name == "released-distilled":
+        return PUBLISHED["distilled"]
+    return PUBLISHED["replicates"][int(wildcards.name[8:])]
 
 
 def model_files(wildcards):
@@ -260,13 +279,13 @@ def model_files(wildcards):
 
 
 def model_args(wildcards):
-    """`--model DIR...` of a FlashRNA model or ensemble (one option: the mean of the members),
-    `--baseline NAME` of a baseline (borzoi0 -> borzoi-0)."""
+    """`--model DIR` per member of a model or ensemble (the mean of the members), `--model
+    NAME` of a baseline (borzoi0 -> borzoi-0, weights from borzoi-pytorch)."""
     dirs = model_dirs(wildcards.model)
     if dirs:
-        return option("--model", *dirs)
-    name = wildcards.model
-    return f"--baseline {name.rstrip('0123456789')}-{name[len(name.rstrip('0123456789')):]}"
+        return " ".join(option("--model", d) for d in dirs)
+    kind = wildcards.model.rstrip("0123456789")
+    return option("--model", f"{kind}-{wildcards.model[len(kind):]}")
 
 
 # -- input functions of the rule files ------------------------------------------------------

@@ -2,7 +2,9 @@
 human test windows (Table 1) and of each ChIP fine-tuning mode (Table 3); logSED on the GTEx RNA
 tracks and the eQTL Spearman of single models, ensembles and the distilled model (Table 2,
 Figure 2). GTEx tissues map to tracks through the package's table flashrna/resources/gtex_tissues.tsv
-(config evaluate.eqtl.tissue_map replaces it)."""
+(config evaluate.eqtl.tissue_map replaces it), or through a model's own gtex_tissue column (the
+released weights). The released checkpoints (config published) are imported first and evaluated
+like the members, Table 1 on the test tracks their human head shares."""
 
 EQTL = config["evaluate"]["eqtl"]
 EQTL_TABLE = f"{DATA}/eqtl/GTEx_49tissues_release1.tsv"
@@ -10,6 +12,25 @@ EQTL_TABLE = f"{DATA}/eqtl/GTEx_49tissues_release1.tsv"
 
 localrules:
     gtex_tracks,
+
+
+rule import_published:
+    input:
+        published_checkpoint,
+    output:
+        f"{RESULTS}/models/{{name}}/model/model.safetensors",
+    log:
+        f"{LOGS}/import_published/{{name}}.log",
+    wildcard_constraints:
+        name=r"released\d+|released-distilled",
+    conda:
+        "../envs/flashrna.yaml"
+    resources:
+        **resources("report"),
+    params:
+        out=lambda wc, output: str(Path(output[0]).parent),
+    shell:
+        "flashrna import-model {input:q} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule evaluate_tracks:
@@ -25,14 +46,15 @@ rule evaluate_tracks:
     benchmark:
         f"{BENCH}/evaluate_tracks/{{model}}.tsv"
     wildcard_constraints:
-        model=r"member\d+|borzoi\d|flashzoi\d",
+        model=r"member\d+|borzoi\d|flashzoi\d|released\d+",
     conda:
         "../envs/flashrna.yaml"
     threads: threads("evaluate")
     resources:
         **resources("evaluate"),
     params:
-        model=model_args,
+        model=lambda wc: model_args(wc)
+        + (" --shared-tracks" if wc.model.startswith("released") else ""),
         shards=f"{RESULTS}/shards/{HUMAN}",
         out=lambda wc, output: str(Path(output.summary).parent),
         options=step_options("evaluate.tracks", "evaluate-tracks"),
@@ -105,7 +127,7 @@ rule score_variants:
     benchmark:
         f"{BENCH}/score_variants/{{model}}.tsv"
     wildcard_constraints:
-        model=r"member\d+|ensemble\d+|distilled|borzoi\d|flashzoi\d",
+        model=r"member\d+|ensemble\d+|distilled|borzoi\d|flashzoi\d|released(\d+|-ensemble\d+|-distilled)",
     conda:
         "../envs/flashrna.yaml"
     threads: threads("evaluate")
@@ -134,7 +156,7 @@ rule eqtl_benchmark:
     log:
         f"{LOGS}/eqtl_benchmark/{{model}}.log",
     wildcard_constraints:
-        model=r"member\d+|ensemble\d+|distilled|borzoi\d|flashzoi\d",
+        model=r"member\d+|ensemble\d+|distilled|borzoi\d|flashzoi\d|released(\d+|-ensemble\d+|-distilled)",
     conda:
         "../envs/flashrna.yaml"
     threads: threads("report")

@@ -18,7 +18,8 @@ EVAL = f"{RESULTS}/eval/{{kind}}/{{name}}/summary.json"
 REPORT_MODELS = (
     f"--replicates {' '.join(REPLICATE_NAMES)} "
     f"--borzoi {' '.join(b for b in BASELINES if b.startswith('borzoi'))} "
-    f"--flashzoi {' '.join(b for b in BASELINES if b.startswith('flashzoi'))}"
+    f"--flashzoi {' '.join(b for b in BASELINES if b.startswith('flashzoi'))} "
+    f"--released {' '.join(RELEASED)}"
 )
 
 
@@ -26,7 +27,9 @@ REPORT_MODELS = (
 # `flashrna report <name>`, its outputs (the first is the one the report shows), its category.
 REPORT_INPUTS = {
     "table1": lambda: expand(EVAL, kind="tracks", name=TRACK_MODELS),
-    "table2": lambda: expand(EVAL, kind="eqtl", name=[*REPLICATE_NAMES, *BASELINES]),
+    "table2": lambda: expand(
+        EVAL, kind="eqtl", name=[*REPLICATE_NAMES, *BASELINES, *RELEASED]
+    ),
     "table3": lambda: expand(EVAL, kind="chip", name=CHIP_MODES),
     "table4": lambda: [
         f"{RESULTS}/finetune/halflife/summary.json",
@@ -36,7 +39,15 @@ REPORT_INPUTS = {
     "figure2": lambda: expand(
         EVAL,
         kind="eqtl",
-        name=[*REPLICATE_NAMES, *ENSEMBLE_NAMES, "distilled", *BASELINES],
+        name=[
+            *REPLICATE_NAMES,
+            *ENSEMBLE_NAMES,
+            "distilled",
+            *BASELINES,
+            *RELEASED,
+            *RELEASED_ENSEMBLE,
+            *RELEASED_DISTILLED,
+        ],
     ),
 }
 REPORT_OPTIONS = {
@@ -46,7 +57,8 @@ REPORT_OPTIONS = {
     "table4": "",
     "figure1": "",  # reads RESULTS/bench/compare.json
     "figure2": f"{REPORT_MODELS} --ensembles {' '.join(ENSEMBLE_NAMES)} "
-    "--distilled distilled",
+    f"--distilled distilled --released-ensembles {' '.join(RELEASED_ENSEMBLE)} "
+    f"--released-distilled {' '.join(RELEASED_DISTILLED)}",
 }
 REPORT_FILES = {
     **{
