@@ -43,7 +43,8 @@ def plot_figure1(result: dict[str, Any], path: str | Path) -> list[Path]:
     axes = figure.subplots(1, len(PANELS))
     for ax, (metric, (title, unit)) in zip(axes, PANELS.items(), strict=True):
         values = [models[m].get(metric) for m in MODELS]
-        paper = f"paper: {result['paper_ratios'][metric]:.1f}×"
+        paper_ratio = result.get("paper_ratios", {}).get(metric)
+        paper = f"paper: {paper_ratio:.1f}×" if paper_ratio else ""
         if any(v is None for v in values):
             where = "the CPU" if result.get("device_type") == "cpu" else "this device"
             ax.text(

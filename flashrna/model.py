@@ -322,12 +322,9 @@ class UpBlock(nn.Module):
         self.skip = ConvBlock(skip_channels, dim, 1, groups)
         self.separable = ConvBlock(dim, dim, kernel_size, groups, separable=True)
 
-    def merge(self, x: Tensor, skip: Tensor) -> Tensor:
-        """The separable block's input: upsampled pointwise(x) + skip block(skip)."""
-        return F.interpolate(self.pointwise(x), scale_factor=2, mode="nearest") + self.skip(skip)
-
     def forward(self, x: Tensor, skip: Tensor) -> Tensor:
-        return self.separable(self.merge(x, skip))
+        x = F.interpolate(self.pointwise(x), scale_factor=2, mode="nearest")
+        return self.separable(x + self.skip(skip))
 
 
 def rotary_tables(
