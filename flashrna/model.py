@@ -45,7 +45,7 @@ import dataclasses
 import functools
 import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -512,7 +512,7 @@ class Pieces:
 
     def __init__(self, pieces: Sequence[Tensor]):
         self.pieces = list(pieces)
-        self.starts = list(itertools.accumulate((p.shape[-1] for p in self.pieces), initial=0))
+        self.starts = list(itertools.accumulate([p.shape[-1] for p in self.pieces], initial=0))
 
     @property
     def length(self) -> int:
@@ -538,13 +538,17 @@ class Pieces:
         return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
-def group_statistics(chunks: Iterable[Tensor], norm: nn.GroupNorm) -> tuple[Tensor, Tensor]:
+def group_statistics(
+    source: Callable[[int, int], Tensor], length: int, chunk: int, norm: nn.GroupNorm
+) -> tuple[Tensor, Tensor]:
     """Mean and 1/sqrt(var + eps) (biased variance, as ``norm`` computes them), both (B, groups)
-    fp32, of the concatenation of ``chunks`` (B, C, n_i) along the last axis: each chunk's mean
-    and variance in fp32, combined in float64 (Chan et al.'s pairwise update)."""
+    fp32, of an input (B, C, length) that ``source(start, stop)`` gives piecewise, ``chunk``
+    positions at a time: each piece's mean and variance in fp32, combined in float64 (Chan et
+    al.'s pairwise update)."""
     count, mean, m2 = 0, None, None
-    for chunk in chunks:
-        grouped = chunk.float().reshape(chunk.shape[0], norm.num_groups, -1)
+    for start in range(0, length, chunk):
+        piece = source(start, min(start + chunk, length))
+        grouped = piece.float().reshape(piece.shape[0], norm.num_groups, -1)
         var, mu = torch.var_mean(grouped, dim=-1, correction=0)
         n, mu, var = grouped.shape[-1], mu.double(), var.double()
         if mean is None:
@@ -573,11 +577,10 @@ def conv_block_in_pieces(
     ``source(start, stop)`` returns piecewise (positions start..stop-1). Two passes: GroupNorm
     statistics over the whole length, then each piece with the kernel's halo (the zero 'same'
     padding only at the ends of the whole length)."""
-    starts = range(0, length, chunk)
-    mean, rstd = group_statistics((source(a, min(a + chunk, length)) for a in starts), block.norm)
+    mean, rstd = group_statistics(source, length, chunk, block.norm)
     left, right = (block.kernel_size - 1) // 2, block.kernel_size // 2
     pieces = []
-    for a in starts:
+    for a in range(0, length, chunk):
         b = min(a + chunk, length)
         low, high = max(a - left, 0), min(b + right, length)
         z = normalize_gelu(source(low, high), block.norm, mean, rstd)
@@ -595,14 +598,20 @@ def down_block_in_pieces(
 
 def up_block_in_pieces(block: UpBlock, x: Pieces, skip: Pieces, chunk: int) -> Pieces:
     """``block(x, skip)`` in pieces; the separable block's input is kept in pieces too."""
+    merged = _merged_in_pieces(block, x, skip, chunk)
+    return conv_block_in_pieces(block.separable, merged.slice, merged.length, chunk)
+
+
+def _merged_in_pieces(block: UpBlock, x: Pieces, skip: Pieces, chunk: int) -> Pieces:
+    """The separable block's input, upsampled pointwise(x) + skip block(skip), in pieces."""
     pointwise = conv_block_in_pieces(block.pointwise, x.slice, x.length, chunk)
     skipped = conv_block_in_pieces(block.skip, skip.slice, skip.length, chunk)
-    merged = Pieces(
-        F.interpolate(pointwise.slice(a // 2, b // 2), scale_factor=2, mode="nearest") + part
-        for (a, b), part in zip(itertools.pairwise(skipped.starts), skipped.pieces, strict=True)
+    return Pieces(
+        [
+            F.interpolate(pointwise.slice(a // 2, b // 2), scale_factor=2, mode="nearest") + part
+            for (a, b), part in zip(itertools.pairwise(skipped.starts), skipped.pieces, strict=True)
+        ]
     )
-    del pointwise, skipped
-    return conv_block_in_pieces(block.separable, merged.slice, merged.length, chunk)
 
 
 class Trunk(nn.Module):
