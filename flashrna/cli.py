@@ -81,7 +81,7 @@ STEPS: dict[str, tuple[str, str]] = {
     ),
     "bench": (
         "flashrna.bench:register_bench",
-        "speed and memory benchmarks (model, data, compare)",
+        "speed and memory benchmarks (model, data, compare, gpu)",
     ),
 }
 

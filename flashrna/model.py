@@ -19,17 +19,34 @@ Shapes (B batch, L input bp, a multiple of 128; T = L/128 tokens; N = L/32 outpu
 Attention backends compute the same function: ``sdpa`` (PyTorch scaled_dot_product_attention:
 FlashAttention-2 kernels on CUDA in bf16/fp16, the best kernel on CPU), ``flash-attn`` (the
 flash-attn package, CUDA only), ``math`` (explicit softmax(QK^T/sqrt(d))V, the reference), and
-``auto`` (flash-attn when importable and the tensors are CUDA bf16/fp16, else sdpa).
+``auto`` (flash-attn when importable and the tensors are CUDA bf16/fp16, else sdpa). flash-attn is
+imported when the model is built, never inside the forward pass, so ``torch.compile`` traces the
+whole forward as one graph.
+
+Precision (:func:`autocast_dtype`): inference and training run under bf16 autocast on CUDA and on
+CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), fp32 elsewhere (a CPU without them
+emulates bf16 tens of times slower than fp32). The track heads always compute in fp32; GroupNorm
+keeps bf16 activations in bf16 (statistics in fp32) instead of autocast's fp32 copy.
+
+Memory. Max-pooling keeps one bit-per-element mask (as bytes) for its backward, not int64
+indices. ``gradient_checkpointing`` recomputes transformer layers and ``checkpoint_conv_blocks``
+the convolution blocks in the backward pass. Without gradients, an input longer than
+2 x ``inference_chunk`` bp runs the convolution stages in pieces of ``inference_chunk`` positions
+(each stage at its own resolution) with halos for the kernels and GroupNorm statistics over the
+whole length (a first pass), so memory grows slowly with the input and no tensor grows with it
+except the transformer's (L/128 tokens) and the output; the result equals the one-piece forward
+within rounding.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +62,8 @@ from flashrna.utils import FlashRNAError, atomic_directory, read_json, resolve_d
 BIN_SIZE = 32  # bp per output bin
 TOKEN_SIZE = 128  # bp per transformer token; input lengths must be a multiple of it
 ATTENTION_BACKENDS = ("auto", "sdpa", "flash-attn", "math")
+PRECISIONS = ("auto", "bf16", "fp32")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
@@ -84,7 +103,11 @@ class ModelConfig:
     head_dropout: float = 0.1
     heads: dict[str, int] = field(default_factory=lambda: {"human": 2449, "mouse": 828})
     attention_backend: str = "auto"
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute transformer layers in the backward pass
+    checkpoint_conv_blocks: bool = False  # ... and the stem, tower, encoder and decoder blocks
+    # No-grad inputs longer than 2x this many bp run the conv stages in pieces of this many
+    # positions (module docstring); 0 never does.
+    inference_chunk: int = 32_768
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tower_channels", tuple(self.tower_channels))
@@ -108,6 +131,8 @@ class ModelConfig:
             problems.append("tower_channels needs 5 entries (32 bp after the tower)")
         if not self.heads:
             problems.append("heads is empty: give at least one {name: number of tracks}")
+        if self.inference_chunk < 0 or self.inference_chunk % 2:
+            problems.append(f"inference_chunk {self.inference_chunk} must be even and >= 0")
         if problems:
             raise FlashRNAError("invalid model config: " + "; ".join(problems))
 
@@ -170,12 +195,85 @@ def model_config(preset: str = "paper", **overrides: Any) -> ModelConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# Precision
+# --------------------------------------------------------------------------------------------
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU has bf16 arithmetic (AVX512-BF16 or AMX tiles). Elsewhere PyTorch
+    emulates bf16 convolutions and matrix products tens of times slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def autocast_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``, None meaning fp32. ``auto``: bf16 on
+    CUDA devices that have it and on CPUs with native bf16 (:func:`cpu_has_native_bf16`), else
+    fp32; ``bf16`` and ``fp32`` force one."""
+    if precision not in PRECISIONS:
+        raise FlashRNAError(f"unknown precision '{precision}'; one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_native_bf16() else None
+
+
+def enable_tf32() -> None:
+    """Let CUDA fp32 matrix products and convolutions use TF32 tensor cores (fp32 range, 10-bit
+    mantissa): the fp32 track heads and any fp32 run. A process-wide setting."""
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+
+
+# --------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------
 
 
 def gelu(x: Tensor) -> Tensor:
     return F.gelu(x, approximate="tanh")
+
+
+class _MaxPool2(torch.autograd.Function):
+    """Max over non-overlapping pairs of the last axis, saving for the backward pass which
+    element of each pair won (one byte per output) instead of int64 indices."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        first, second = x[..., 0::2], x[..., 1::2]
+        second_wins = second > first  # ties go to the first, as in F.max_pool1d
+        ctx.save_for_backward(second_wins)
+        return torch.maximum(first, second)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (second_wins,) = ctx.saved_tensors
+        zero = grad.new_zeros(())
+        pair = (torch.where(second_wins, zero, grad), torch.where(second_wins, grad, zero))
+        return torch.stack(pair, dim=-1).flatten(-2)
+
+
+def max_pool2(x: Tensor) -> Tensor:
+    """``F.max_pool1d(x, 2)`` without indices. (B, C, 2n) -> (B, C, n)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _MaxPool2.apply(x)
+    return torch.maximum(x[..., 0::2], x[..., 1::2])
+
+
+def group_norm(x: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """``norm(x)``, but a bf16/fp16 ``x`` under autocast stays in its dtype (the kernel
+    accumulates its statistics in fp32) instead of autocast's fp32 copy, which would double the
+    activation memory and traffic of every convolution block. (B, C, L) -> (B, C, L)."""
+    autocast = x.device.type != "meta" and torch.is_autocast_enabled(x.device.type)
+    if autocast and x.dtype in HALF_DTYPES:
+        with torch.autocast(x.device.type, enabled=False):
+            weight, bias = norm.weight.to(x.dtype), norm.bias.to(x.dtype)
+            return F.group_norm(x, norm.num_groups, weight, bias, norm.eps)
+    return norm(x)
 
 
 class ConvBlock(nn.Module):
@@ -185,6 +283,7 @@ class ConvBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, kernel_size: int, groups: int, separable=False):
         super().__init__()
         self.norm = nn.GroupNorm(groups, c_in)
+        self.kernel_size = kernel_size
         if separable:
             self.conv = nn.Sequential(
                 nn.Conv1d(c_in, c_in, kernel_size, padding="same", groups=c_in, bias=False),
@@ -194,7 +293,14 @@ class ConvBlock(nn.Module):
             self.conv = nn.Conv1d(c_in, c_out, kernel_size, padding="same", bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(gelu(self.norm(x)))
+        return self.conv(gelu(group_norm(x, self.norm)))
+
+    def conv_valid(self, x: Tensor) -> Tensor:
+        """The convolution without padding: (B, C_in, n + kernel_size - 1) -> (B, C_out, n)."""
+        if isinstance(self.conv, nn.Sequential):
+            depthwise, pointwise = self.conv
+            return pointwise(F.conv1d(x, depthwise.weight, groups=depthwise.groups))
+        return F.conv1d(x, self.conv.weight)
 
 
 class DownBlock(nn.Module):
@@ -205,7 +311,7 @@ class DownBlock(nn.Module):
         self.block = ConvBlock(c_in, c_out, kernel_size, groups)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.block(F.max_pool1d(x, 2))
+        return self.block(max_pool2(x))
 
 
 class UpBlock(nn.Module):
@@ -237,11 +343,32 @@ def rotary_tables(
     return angles.cos(), angles.sin()
 
 
+_ROTARY_CACHE: dict[tuple, tuple[Tensor, Tensor]] = {}
+_ROTARY_CACHE_SIZE = 8
+
+
+def cached_rotary_tables(
+    length: int, rope_dims: int, base: float, device: torch.device
+) -> tuple[Tensor, Tensor]:
+    """:func:`rotary_tables`, computed once per (length, dims, base, device) and kept (the few
+    most recent); traced as computation under ``torch.compile``."""
+    if torch.compiler.is_compiling():
+        return rotary_tables(length, rope_dims, base, device)
+    key = (length, rope_dims, float(base), torch.device(device))
+    tables = _ROTARY_CACHE.get(key)
+    if tables is None:
+        if len(_ROTARY_CACHE) >= _ROTARY_CACHE_SIZE:
+            _ROTARY_CACHE.pop(next(iter(_ROTARY_CACHE)))
+        with torch.inference_mode(False), torch.no_grad():  # usable by any later forward
+            tables = _ROTARY_CACHE[key] = rotary_tables(length, rope_dims, base, device)
+    return tables
+
+
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate the first 2*cos.shape[-1] dims of each head, half-split (GPT-NeoX) style:
     dims i and i + r/2 form a pair rotated by position * base^(-2i/r).
 
-    x (B, T, H, D); cos, sin (T, r/2) -> (B, T, H, D) in x's dtype."""
+    x (B, T, H, D); cos, sin (T, r/2) -> (B, T, H, D) in x's dtype (computed in fp32)."""
     half = cos.shape[-1]
     rotated, rest = x[..., : 2 * half].float(), x[..., 2 * half :]
     x1, x2 = rotated[..., :half], rotated[..., half:]
@@ -250,7 +377,9 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return torch.cat((out, rest), dim=-1) if rest.shape[-1] else out
 
 
-def _flash_attn_func():
+@functools.cache
+def flash_attn_function() -> Callable | None:
+    """flash-attn's ``flash_attn_func``, or None when the package is not importable."""
     try:
         from flash_attn import flash_attn_func
     except ImportError:
@@ -258,28 +387,49 @@ def _flash_attn_func():
     return flash_attn_func
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, dropout: float, backend: str = "auto") -> Tensor:
+def attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    dropout: float,
+    backend: str = "auto",
+    flash_attn_func: Callable | None = None,
+) -> Tensor:
     """Softmax attention over all positions (no mask).
 
     q (B, T, H, D); k, v (B, T, Hkv, D) with H a multiple of Hkv (grouped-query attention:
-    query head h reads key/value head h // (H/Hkv)). Returns (B, T, H, D)."""
+    query head h reads key/value head h // (H/Hkv)). Returns (B, T, H, D).
+    ``flash_attn_func``: flash-attn's function when the caller resolved it already (a model does
+    so when it is built); else it is looked up here."""
     grouped = q.shape[2] != k.shape[2]
+    if backend in ("auto", "flash-attn") and flash_attn_func is None:
+        flash_attn_func = flash_attn_function()
     if backend == "auto":
-        usable = q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)
-        backend = "flash-attn" if usable and _flash_attn_func() is not None else "sdpa"
+        usable = q.is_cuda and q.dtype in HALF_DTYPES
+        backend = "flash-attn" if usable and flash_attn_func is not None else "sdpa"
     if backend == "flash-attn":
-        flash_attn_func = _flash_attn_func()
         if flash_attn_func is None:
             raise FlashRNAError(
                 "attention backend 'flash-attn' asked for, but flash_attn is not "
                 "installed (pip install 'flashrna[flash]')"
             )
-        if not q.is_cuda or q.dtype not in (torch.float16, torch.bfloat16):
+        if not q.is_cuda or q.dtype not in HALF_DTYPES:
             raise FlashRNAError(
                 f"attention backend 'flash-attn' needs CUDA fp16/bf16 tensors, "
                 f"got {q.device.type} {q.dtype}; use 'sdpa' or 'auto'"
             )
         return flash_attn_func(q, k, v, dropout_p=dropout)
+    if backend == "sdpa" and q.device.type == "meta":
+        # FLOP and memory estimates: what the GPU's FlashAttention kernel computes and saves for
+        # the backward pass (the meta device would otherwise take the math path's T x T
+        # matrices).
+        if grouped:
+            group = q.shape[2] // k.shape[2]
+            k, v = k.repeat_interleave(group, dim=2), v.repeat_interleave(group, dim=2)
+        out = torch.ops.aten._scaled_dot_product_flash_attention(
+            q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), dropout
+        )[0]
+        return out.transpose(1, 2)
     if backend == "sdpa":
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
@@ -317,17 +467,26 @@ class SelfAttention(nn.Module):
             c.dim, (c.num_heads + 2 * c.num_kv_heads) * c.head_dim, bias=c.attention_bias
         )
         self.out = nn.Linear(c.num_heads * c.head_dim, c.dim, bias=c.attention_bias)
+        # Resolved once here: an import inside the forward pass would break torch.compile's
+        # graph at every layer.
+        uses_flash = c.attention_backend in ("auto", "flash-attn")
+        self.flash_attn_func = flash_attn_function() if uses_flash else None
 
     def forward(self, x: Tensor) -> Tensor:
         c = self.config
         batch, tokens, _ = x.shape
         qkv = self.qkv(x).view(batch, tokens, c.num_heads + 2 * c.num_kv_heads, c.head_dim)
-        q, k, v = qkv.split((c.num_heads, c.num_kv_heads, c.num_kv_heads), dim=2)
-        if c.rope_dims:
-            cos, sin = rotary_tables(tokens, c.rope_dims, c.rope_base, x.device)
-            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        qk, v = qkv.split((c.num_heads + c.num_kv_heads, c.num_kv_heads), dim=2)
+        if c.rope_dims:  # queries and keys rotated in one pass
+            cos, sin = cached_rotary_tables(tokens, c.rope_dims, c.rope_base, x.device)
+            qk = apply_rotary(qk, cos, sin)
+        q, k = qk.split((c.num_heads, c.num_kv_heads), dim=2)
         dropout = c.attention_dropout if self.training else 0.0
-        out = attention(q, k, v.contiguous(), dropout, c.attention_backend)
+        backend = c.attention_backend
+        if backend == "auto":
+            usable = self.flash_attn_func is not None and x.is_cuda and q.dtype in HALF_DTYPES
+            backend = "flash-attn" if usable else "sdpa"
+        out = attention(q, k, v.contiguous(), dropout, backend, self.flash_attn_func)
         return self.out(out.reshape(batch, tokens, c.num_heads * c.head_dim))
 
 
@@ -350,6 +509,114 @@ class TransformerBlock(nn.Module):
         x = x + self.residual_dropout(self.attention(self.attention_norm(x)))
         hidden = self.mlp_dropout(gelu(self.mlp_in(self.mlp_norm(x))))
         return x + self.residual_dropout(self.mlp_out(hidden))
+
+
+class Pieces:
+    """A (B, C, n) activation kept as consecutive pieces along its last axis, so that no single
+    tensor grows with the input length. ``pieces`` (B, C, n_i), in order."""
+
+    def __init__(self, pieces: Sequence[Tensor]):
+        self.pieces = list(pieces)
+        self.starts = list(itertools.accumulate([p.shape[-1] for p in self.pieces], initial=0))
+
+    @property
+    def length(self) -> int:
+        return self.starts[-1]
+
+    def split_range(self, start: int, stop: int) -> list[Tensor]:
+        """Views of the pieces that cover positions start..stop-1 (0 <= start < stop <= n)."""
+        parts = []
+        index = 0
+        while self.starts[index + 1] <= start:
+            index += 1
+        while start < stop:
+            offset = start - self.starts[index]
+            take = min(stop, self.starts[index + 1]) - start
+            parts.append(self.pieces[index][..., offset : offset + take])
+            start += take
+            index += 1
+        return parts
+
+    def slice(self, start: int, stop: int) -> Tensor:
+        """Positions start..stop-1 as one tensor (B, C, stop - start)."""
+        parts = self.split_range(start, stop)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+
+
+def group_statistics(
+    source: Callable[[int, int], Tensor], length: int, chunk: int, norm: nn.GroupNorm
+) -> tuple[Tensor, Tensor]:
+    """Mean and 1/sqrt(var + eps) (biased variance, as ``norm`` computes them), both (B, groups)
+    fp32, of an input (B, C, length) that ``source(start, stop)`` gives piecewise, ``chunk``
+    positions at a time: each piece's mean and variance in fp32, combined in float64 (Chan et
+    al.'s pairwise update)."""
+    count, mean, m2 = 0, None, None
+    for start in range(0, length, chunk):
+        piece = source(start, min(start + chunk, length))
+        grouped = piece.float().reshape(piece.shape[0], norm.num_groups, -1)
+        var, mu = torch.var_mean(grouped, dim=-1, correction=0)
+        n, mu, var = grouped.shape[-1], mu.double(), var.double()
+        if mean is None:
+            count, mean, m2 = n, mu, var * n
+            continue
+        delta = mu - mean
+        mean = mean + delta * (n / (count + n))
+        m2 = m2 + var * n + delta.square() * (count * n / (count + n))
+        count += n
+    return mean.float(), torch.rsqrt(m2 / count + norm.eps).float()
+
+
+def normalize_gelu(x: Tensor, norm: nn.GroupNorm, mean: Tensor, rstd: Tensor) -> Tensor:
+    """GELU(GroupNorm(x)) with the statistics ``mean``, ``rstd`` (B, groups) of a longer
+    tensor that ``x`` (B, C, n) is a piece of; in x's dtype."""
+    per_group = x.shape[1] // norm.num_groups
+    scale = rstd.repeat_interleave(per_group, dim=1) * norm.weight
+    shift = norm.bias - mean.repeat_interleave(per_group, dim=1) * scale
+    return gelu(torch.addcmul(shift[..., None].to(x.dtype), x, scale[..., None].to(x.dtype)))
+
+
+def conv_block_in_pieces(
+    block: ConvBlock, source: Callable[[int, int], Tensor], length: int, chunk: int
+) -> Pieces:
+    """``block(x)`` in pieces of ``chunk`` positions, for an input x (B, C_in, length) that
+    ``source(start, stop)`` returns piecewise (positions start..stop-1). Two passes: GroupNorm
+    statistics over the whole length, then each piece with the kernel's halo (the zero 'same'
+    padding only at the ends of the whole length)."""
+    mean, rstd = group_statistics(source, length, chunk, block.norm)
+    left, right = (block.kernel_size - 1) // 2, block.kernel_size // 2
+    pieces = []
+    for a in range(0, length, chunk):
+        b = min(a + chunk, length)
+        low, high = max(a - left, 0), min(b + right, length)
+        z = normalize_gelu(source(low, high), block.norm, mean, rstd)
+        pieces.append(block.conv_valid(F.pad(z, (low - (a - left), b + right - high))))
+    return Pieces(pieces)
+
+
+def down_block_in_pieces(
+    block: DownBlock, source: Callable[[int, int], Tensor], length: int, chunk: int
+) -> Pieces:
+    """``block(x)`` in pieces for x (B, C_in, length) given by ``source`` as above."""
+    pooled = lambda start, stop: max_pool2(source(2 * start, 2 * stop))  # noqa: E731
+    return conv_block_in_pieces(block.block, pooled, length // 2, chunk)
+
+
+def up_block_in_pieces(block: UpBlock, x: Pieces, skip: Pieces, chunk: int) -> Pieces:
+    """``block(x, skip)`` in pieces; the separable block's input is kept in pieces too."""
+    merged = _merged_in_pieces(block, x, skip, chunk)
+    return conv_block_in_pieces(block.separable, merged.slice, merged.length, chunk)
+
+
+def _merged_in_pieces(block: UpBlock, x: Pieces, skip: Pieces, chunk: int) -> Pieces:
+    """The separable block's input, upsampled pointwise(x) + skip block(skip), in pieces."""
+    pointwise = conv_block_in_pieces(block.pointwise, x.slice, x.length, chunk)
+    skipped = conv_block_in_pieces(block.skip, skip.slice, skip.length, chunk)
+    return Pieces(
+        [
+            F.interpolate(pointwise.slice(a // 2, b // 2), scale_factor=2, mode="nearest") + part
+            for (a, b), part in zip(itertools.pairwise(skipped.starts), skipped.pieces, strict=True)
+        ]
+    )
 
 
 class Trunk(nn.Module):
@@ -379,24 +646,73 @@ class Trunk(nn.Module):
         )
 
     def forward(self, sequence: Tensor) -> Tensor:
+        pieces = self.forward_pieces(sequence)
+        return pieces.slice(0, pieces.length).transpose(1, 2)
+
+    def forward_pieces(self, sequence: Tensor) -> Pieces:
+        """The embeddings channels-first, (B, dim, L/32), in one piece or, for a long input
+        without gradients, in several (module docstring)."""
         length = sequence.shape[-1]
         if length % TOKEN_SIZE:
             raise FlashRNAError(f"input length {length} bp is not a multiple of {TOKEN_SIZE}")
-        x = self.one_hot[sequence.long()].to(self.stem.weight.dtype).transpose(1, 2)
-        x = self.stem(x)
-        for block in self.tower:
-            x = block(x)
-        skip_32 = x
-        skip_64 = x = self.unet_encoder(x)
-        x = F.max_pool1d(x, 2).transpose(1, 2)
+        if self.runs_in_pieces(length):
+            return self._forward_in_pieces(sequence)
+        return Pieces([self._forward(sequence)])
+
+    def runs_in_pieces(self, length: int) -> bool:
+        chunk = self.config.inference_chunk
+        return bool(chunk) and length > 2 * chunk and not torch.is_grad_enabled()
+
+    def _one_hot(self, sequence: Tensor) -> Tensor:
+        return self.one_hot[sequence.long()].to(self.stem.weight.dtype).transpose(1, 2)
+
+    def _run(self, block: nn.Module, *inputs: Tensor) -> Tensor:
+        """A convolution block, recomputed in the backward pass if so configured."""
+        if self.config.checkpoint_conv_blocks and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *inputs, use_reentrant=False)
+        return block(*inputs)
+
+    def _transform(self, x: Tensor) -> Tensor:
+        """The transformer layers on channels-first tokens. (B, dim, T) -> (B, dim, T)."""
+        x = x.transpose(1, 2)
         for block in self.transformer:
             if self.config.gradient_checkpointing and self.training:
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x)
-        x = self.decoders[0](x.transpose(1, 2), skip_64)
-        x = self.decoders[1](x, skip_32)
         return x.transpose(1, 2)
+
+    def _forward(self, sequence: Tensor) -> Tensor:
+        """(B, L) -> (B, dim, L/32) in one piece."""
+        x = self.stem(self._one_hot(sequence))
+        for block in self.tower:
+            x = self._run(block, x)
+        skip_32 = x
+        skip_64 = x = self._run(self.unet_encoder, x)
+        x = self._transform(max_pool2(x))
+        x = self._run(self.decoders[0], x, skip_64)
+        return self._run(self.decoders[1], x, skip_32)
+
+    def _forward_in_pieces(self, sequence: Tensor) -> Pieces:
+        """:meth:`_forward` with the convolution stages in pieces of ``inference_chunk``."""
+        chunk = self.config.inference_chunk
+        kernel = self.stem.kernel_size[0]
+        left = (kernel - 1) // 2
+        # N (index 4) is an all-zero one-hot row: padding with it is the stem's zero padding.
+        padded = F.pad(sequence, (left, kernel - 1 - left), value=4)
+
+        def stem(start: int, stop: int) -> Tensor:
+            window = self._one_hot(padded[:, start : stop + kernel - 1])
+            return F.conv1d(window, self.stem.weight)
+
+        x = down_block_in_pieces(self.tower[0], stem, sequence.shape[-1], chunk)
+        for block in self.tower[1:]:
+            x = down_block_in_pieces(block, x.slice, x.length, chunk)
+        skip_32 = x
+        skip_64 = x = down_block_in_pieces(self.unet_encoder, x.slice, x.length, chunk)
+        tokens = self._transform(torch.cat([max_pool2(p) for p in x.pieces], dim=-1))
+        x = up_block_in_pieces(self.decoders[0], Pieces([tokens]), skip_64, chunk)
+        return up_block_in_pieces(self.decoders[1], x, skip_32, chunk)
 
 
 class TrackHead(nn.Module):
@@ -445,7 +761,15 @@ class FlashRNA(nn.Module):
         return self.heads[head](self.shared_head(embeddings))
 
     def forward(self, sequence: Tensor, head: str = "human", crop_bins: int = 0) -> Tensor:
-        return self.head(center_crop(self.embed(sequence), crop_bins), head)
+        embeddings = self.trunk.forward_pieces(sequence)
+        bins = embeddings.length
+        _check_crop(bins, crop_bins)
+        # Per piece, so that a long input's head activations stay as small as its pieces.
+        parts = [
+            self.head(part.transpose(1, 2), head)
+            for part in embeddings.split_range(crop_bins, bins - crop_bins)
+        ]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
     def strand_pair(self, head: str = "human") -> Tensor:
         """(tracks,) index of each track's opposite-strand partner (itself if unstranded)."""
@@ -466,9 +790,13 @@ def center_crop(x: Tensor, crop_bins: int) -> Tensor:
     """Drop ``crop_bins`` from each end of the bin axis. (B, N, C) -> (B, N - 2*crop, C)."""
     if crop_bins == 0:
         return x
-    if not 0 < 2 * crop_bins < x.shape[1]:
-        raise FlashRNAError(f"cannot crop {crop_bins} bins from each end of {x.shape[1]} bins")
+    _check_crop(x.shape[1], crop_bins)
     return x[:, crop_bins:-crop_bins]
+
+
+def _check_crop(bins: int, crop_bins: int) -> None:
+    if crop_bins and not 0 < 2 * crop_bins < bins:
+        raise FlashRNAError(f"cannot crop {crop_bins} bins from each end of {bins} bins")
 
 
 def take_bins(x: Tensor, starts: Tensor, length: int) -> Tensor:
@@ -574,33 +902,36 @@ def predict(
     device: str | torch.device | None = None,
     reverse_complement_average: bool = True,
     crop_bins: int = 0,
-    autocast: bool = True,
+    precision: str = "auto",
     progress: bool = False,
 ) -> Tensor:
     """Predict tracks for (N, L) base indices (or DNA text, or genomic intervals read from
     ``genome``: see :func:`as_sequences`), in batches, in eval mode.
 
     With ``reverse_complement_average`` each batch is run forward and reverse-complemented in one
-    pass and the two predictions averaged in forward coordinates. On CUDA the trunk runs under
-    bf16 autocast (the track heads stay fp32). Returns (N, L/32 - 2*crop_bins, tracks) fp32 on
-    the CPU."""
+    pass and the two predictions averaged in forward coordinates. ``precision`` (``auto``,
+    ``bf16``, ``fp32``; :func:`autocast_dtype`): by default the trunk runs under bf16 autocast on
+    CUDA and on CPUs with native bf16, in fp32 elsewhere; the track heads stay fp32 (TF32 on
+    CUDA). Returns (N, L/32 - 2*crop_bins, tracks) fp32 on the CPU."""
     from tqdm.auto import tqdm
 
     device = resolve_device(device)
+    dtype = autocast_dtype(precision, device)
+    if device.type == "cuda":
+        enable_tf32()
     sequences = as_sequences(sequences, genome)
     if sequences.ndim != 2:
         raise FlashRNAError(f"expected sequences of shape (N, L), got {tuple(sequences.shape)}")
     was_training = model.training
     model.eval().to(device)
     strand_pair = model.strand_pair(head)
-    use_autocast = autocast and device.type == "cuda"
     outputs = []
     starts = range(0, len(sequences), batch_size)
     for start in tqdm(starts, desc="predict", disable=not progress, unit="batch"):
         batch = sequences[start : start + batch_size].to(device, non_blocking=True)
         if reverse_complement_average:
             batch = torch.cat((batch, reverse_complement(batch)))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_autocast):
+        with torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             out = model(batch, head, crop_bins).float()
         if reverse_complement_average:
             forward, reverse = out.chunk(2)
@@ -762,8 +1093,8 @@ def load_model(
     """Load a model directory written by :func:`save_model` (or ``flashrna import-model``), in
     eval mode (call ``.train()`` to train it).
 
-    ``overrides`` may change run-time settings only (attention_backend,
-    gradient_checkpointing, dropouts). With ``expected_config`` every other field must match,
+    ``overrides`` may change run-time settings only (attention_backend, checkpointing,
+    inference_chunk, dropouts). With ``expected_config`` every other field must match,
     else a clear error names the differing fields. A directory holding Borzoi or Flashzoi
     (``import-model`` of a borzoi-pytorch model) loads through borzoi-pytorch
     (:func:`flashrna.zoo.borzoi.load_borzoi_directory`)."""
@@ -781,6 +1112,8 @@ def load_model(
     runtime = {
         "attention_backend",
         "gradient_checkpointing",
+        "checkpoint_conv_blocks",
+        "inference_chunk",
         "attention_dropout",
         "mlp_dropout",
         "residual_dropout",
@@ -871,6 +1204,107 @@ def flop_counts(config: ModelConfig, length: int, head: str | None = None) -> di
             out[key] = int(sum(per_module[k] for k in children))
     out["total"] = int(counter.get_total_flops())
     return out
+
+
+# Bytes per parameter of a training step besides activations: fp32 weights, fp32 gradients,
+# AdamW's two fp32 moments, and autocast's bf16 copies of the weights (kept for the backward).
+TRAINING_BYTES_PER_PARAMETER = 4 + 4 + 8 + 2
+# Activations x this: the backward pass's transient gradients of the largest activations and the
+# caching allocator's fragmentation. An estimate (see bench/gpu.md for measured peaks).
+ACTIVATION_OVERHEAD = 1.25
+
+
+def training_activation_bytes(
+    config: ModelConfig, length: int, target_bins: int | None = None, *, bf16: bool = True
+) -> int:
+    """Bytes that autograd keeps for the backward pass of one training example of ``length``
+    bp: every tensor that an operation of the training forward (trunk, then the head on the
+    ``target_bins`` central bins, all bins if None) saves, counted once per storage on the meta
+    device (nothing is computed). bf16 autocast is stood in for by a bf16 trunk (the heads stay
+    fp32, as under autocast); attention counts what the FlashAttention kernel saves (q, k, v,
+    output, log-sum-exp); a checkpointed block (``gradient_checkpointing``,
+    ``checkpoint_conv_blocks``) saves its inputs only. Parameters are not counted."""
+    head = next(iter(config.heads))
+    with torch.device("meta"):
+        model = FlashRNA(config.replace(attention_backend="sdpa")).train()
+        if bf16:
+            model.trunk.to(torch.bfloat16)
+            model.shared_head.to(torch.bfloat16)
+        sequence = torch.zeros(1, length, dtype=torch.long)
+        parameters = {p.untyped_storage()._cdata for p in model.parameters()}
+        saved: dict[int, int] = {}
+
+        def count(tensor: Tensor) -> Tensor:
+            storage = tensor.untyped_storage()
+            if storage._cdata not in parameters:
+                saved[storage._cdata] = max(saved.get(storage._cdata, 0), storage.nbytes())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(count, lambda tensor: tensor):
+            embeddings = model.embed(sequence)
+            crop = 0 if target_bins is None else (embeddings.shape[1] - target_bins) // 2
+            model.head(center_crop(embeddings, crop), head)
+    return sum(saved.values())
+
+
+def training_memory_estimate(
+    config: ModelConfig,
+    length: int,
+    micro_batch: int,
+    target_bins: int | None = None,
+    *,
+    bf16: bool = True,
+) -> int:
+    """Estimated peak device memory (bytes) of one training step at ``micro_batch`` examples of
+    ``length`` bp: ``TRAINING_BYTES_PER_PARAMETER`` per parameter, plus per example
+    :func:`training_activation_bytes` and the loss's fp32 copies of prediction, target and
+    their logarithms (4 x bins x tracks x 4 bytes), times ``ACTIVATION_OVERHEAD``."""
+    fixed, per_example = _training_memory_terms(config, length, target_bins, bf16)
+    return fixed + micro_batch * per_example
+
+
+def _training_memory_terms(
+    config: ModelConfig, length: int, target_bins: int | None, bf16: bool
+) -> tuple[int, int]:
+    """(bytes independent of the batch, bytes per example) of :func:`training_memory_estimate`."""
+    with torch.device("meta"):
+        parameters = sum(p.numel() for p in FlashRNA(config).parameters())
+    loss = 4 * (target_bins or length // BIN_SIZE) * max(config.heads.values()) * 4
+    activations = training_activation_bytes(config, length, target_bins, bf16=bf16)
+    return parameters * TRAINING_BYTES_PER_PARAMETER, int(
+        (activations + loss) * ACTIVATION_OVERHEAD
+    )
+
+
+def choose_micro_batch(
+    config: ModelConfig,
+    length: int,
+    batch_size: int,
+    memory_bytes: int,
+    target_bins: int | None = None,
+    *,
+    bf16: bool = True,
+    usable_fraction: float = 0.9,
+) -> int:
+    """The largest divisor of ``batch_size`` whose :func:`training_memory_estimate` fits in
+    ``usable_fraction`` of ``memory_bytes`` (a device's total memory): the micro-batch for
+    gradient accumulation to reach ``batch_size`` per optimiser step. An error names the
+    estimate when not even one example fits."""
+    fixed, per_example = _training_memory_terms(config, length, target_bins, bf16)
+    budget = usable_fraction * memory_bytes
+    fitting = [
+        d
+        for d in range(1, batch_size + 1)
+        if batch_size % d == 0 and fixed + d * per_example <= budget
+    ]
+    if not fitting:
+        raise FlashRNAError(
+            f"one training example of {length:,} bp needs about "
+            f"{(fixed + per_example) / 2**30:.1f} GiB, more than {usable_fraction:.0%} of "
+            f"{memory_bytes / 2**30:.1f} GiB; set gradient_checkpointing and "
+            f"checkpoint_conv_blocks"
+        )
+    return max(fitting)
 
 
 def register_model_info(parser: argparse.ArgumentParser) -> None:

@@ -25,7 +25,7 @@ table3    ``eval/chip/<mode>/summary.json`` (evaluate-tracks of a ChIP fine-tune
 table4    ``finetune/halflife/summary.json``, ``finetune/te/summary.json`` (finetune
           halflife/te): ``pearson_per_fold`` (each fold's mean over targets), mean ± SD
 figure1   ``bench/compare.json`` (``flashrna bench compare``), drawn by
-          :func:`flashrna.figure1.plot_figure1`
+          :func:`flashrna.report.figures.plot_figure1`
 figure2   ``eval/eqtl/<model>/summary.json`` of replicates (size 1), ``ensemble<n>``,
           ``distilled`` and the baselines
 ========  ====================================================================================

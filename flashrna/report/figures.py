@@ -251,7 +251,8 @@ def plot_figure1(result: dict[str, Any], path: str | Path) -> list[Path]:
     axes = figure.subplots(1, len(PANELS))
     for ax, (metric, (title, unit)) in zip(axes, PANELS.items(), strict=True):
         values = [models[m].get(metric) for m in MODELS]
-        paper = f"paper: {PAPER_RATIOS[metric]:.1f}×"
+        paper_ratio = result.get("paper_ratios", PAPER_RATIOS).get(metric)
+        paper = f"paper: {paper_ratio:.1f}×" if paper_ratio else ""
         if any(v is None for v in values):
             where = "the CPU" if result.get("device_type") == "cpu" else "this device"
             ax.text(
@@ -310,10 +311,18 @@ def settings_line(settings: dict[str, Any]) -> str:
         f"matched size: dim {settings['dim']:,}, {settings['layers']} layer"
         f"{'s' if settings['layers'] != 1 else ''}, "
         f"{settings['heads']} heads, {settings['tracks']:,} tracks; {settings['length']:,} bp, "
-        f"batch {settings['batch_size']}, {settings['precision']}, best of "
+        f"batch {settings['batch_size']}, {_precisions(settings)}, best of "
         f"{settings.get('repeats', 1)} round(s), {CLOCK_TEXT[settings.get('clock', 'wall')]} "
         f"({size})"
     )
+
+
+def _precisions(settings: dict[str, Any]) -> str:
+    """FlashRNA's precision, and Borzoi's when it was timed in others too."""
+    borzoi = settings.get("borzoi_precisions")
+    if not borzoi or borzoi == [settings["precision"]]:
+        return settings["precision"]
+    return f"FlashRNA {settings['precision']}, Borzoi {' / '.join(borzoi)}"
 
 
 def _number(value: float) -> str:

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
-from flashrna.bench import peak_memory_bytes, reset_peak_memory
+from flashrna.bench.timing import peak_memory_bytes, reset_peak_memory
 from flashrna.data import DistillDataset, ShardSet, TrackDataset, make_loader
 from flashrna.metrics import StreamingPearson, per_group_mean
 from flashrna.model import (

@@ -1,20 +1,32 @@
 """``flashrna bench compare``: FlashRNA against Borzoi on one device (the paper's Figure 1).
 
 Both models are built here with random weights and measured in one run on the same device,
-input length, batch size and precision (bf16 autocast on CUDA, fp32 on the CPU), with the
-throughput loop of :func:`flashrna.bench.benchmark_module`, in ``--repeats`` rounds that
-alternate which model goes first; each model's best round counts (all rounds are in the JSON).
-``--clock cpu`` times by this process's CPU seconds instead of the wall clock, for a shared CPU
-machine whose other load would otherwise decide the result:
+input length and batch size, with the throughput loop of
+:func:`flashrna.bench.timing.benchmark_module` (per-step times, CUDA events on a GPU; each round
+reports the median step), in ``--repeats`` rounds that alternate the order of the models; each
+model's best round counts (all rounds are in the JSON). ``--clock cpu`` times by this process's
+CPU seconds instead of the wall clock, for a shared CPU machine whose other load would otherwise
+decide the result:
 
 - inference: forward passes in eval mode without gradients, examples/s;
-- training: forward + backward (a mean over the outputs as the loss), examples/s;
+- training: forward + backward (a mean over the outputs as the loss), examples/s (skipped with
+  ``--forward-only``);
 - the largest training batch and the longest inference input (batch 1) that run without
   running out of device memory, found by doubling and then bisection (:func:`largest_fitting`;
-  lengths in steps of ``--length-step`` bp). Only on CUDA by default: a CPU has no device memory
-  to exhaust (the OS swaps or kills the process), so there the search is skipped unless asked for
-  with ``--search-memory``, and then it is bounded by ``--max-batch``/``--max-length`` and
-  reports the largest size tried.
+  lengths in steps of ``--length-step`` bp, up to ``--max-length``, 64 Mbp by default). Every
+  probe's outcome (fits, out of memory, or another error with its message) is recorded; a size
+  that fails for any reason counts as not fitting. Only on CUDA by default: a CPU has no device
+  memory to exhaust (the OS swaps or kills the process), so there the search is skipped unless
+  asked for with ``--search-memory``, and then it is bounded by ``--max-batch``/``--max-length``
+  and reports the largest size tried.
+
+Precision. FlashRNA runs at ``--precision`` (``auto``: bf16 autocast on CUDA and on CPUs with
+native bf16, else fp32; :func:`flashrna.model.autocast_dtype`). Borzoi is timed at each of
+``--borzoi-precision`` (default: bf16 then fp32 on CUDA, as the paper's GPU figure runs bf16;
+fp32 on a CPU, Borzoi's published setting): the first is the Borzoi of Figure 1 and of
+``ratios`` (model ``borzoi``), the others are models ``borzoi-<precision>`` with their ratios in
+``ratios_by_baseline``. The JSON (``--output``) is rewritten atomically after every round and
+probe, so a run that dies keeps what it measured (``status`` says whether it finished).
 
 Ratios are FlashRNA / Borzoi. Paper, one H100: 6.1x inference, 2.4x forward+backward, 4.0x
 training batch, 3.5x inference length (3.6 Mbp).
@@ -42,14 +54,20 @@ import argparse
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from flashrna.bench import benchmark_module, device_description, synchronize
+from flashrna.bench.timing import (
+    benchmark_module,
+    device_description,
+    precision_name,
+    synchronize,
+)
 from flashrna.paper import PAPER_NOTE, PAPER_RATIOS
 from flashrna.utils import FlashRNAError, resolve_device, write_json
 
@@ -60,12 +78,13 @@ SIZES: dict[str, dict[str, int]] = {
     "paper": {"dim": 1536, "layers": 8, "heads": 8, "length": 524_288, "batch_size": 1},
     "reduced": {"dim": 384, "layers": 8, "heads": 8, "length": 16_384, "batch_size": 1},
 }
-MODELS = ("borzoi", "flashrna")
+MODELS = ("borzoi", "flashrna")  # Figure 1's two bars
+BORZOI_PRECISIONS = ("fp32", "bf16")
 # Throughput per wall-clock second, or per CPU second of this process (robust to other load
 # on a shared CPU machine; with --threads 1 it is examples per core-second).
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
-CLOCK_TEXT = {"wall": "wall clock", "cpu": "timed in CPU seconds"}
 METRICS = tuple(PAPER_RATIOS)
+MAX_LENGTH = 64 * 2**20  # the inference length search's default bound, bp
 
 
 # --------------------------------------------------------------------------------------------
@@ -154,21 +173,21 @@ def _out_of_memory(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
 
-def runs(step: Callable[[], Any], device: torch.device) -> bool:
-    """Whether ``step()`` completes without running out of memory; memory is freed either way.
-    Errors other than out-of-memory propagate."""
+def probe(step: Callable[[], Any], device: torch.device) -> dict[str, Any]:
+    """Run ``step()`` once: ``{"outcome": "fits" | "out of memory" | "error", "message": the
+    error's text or None, "seconds": wall time}``; memory is freed either way."""
+    began = time.perf_counter()
+    outcome, message = "fits", None
     try:
         step()
         synchronize(device)
-        ok = True
-    except RuntimeError as err:
-        if not _out_of_memory(err):
-            raise
-        ok = False  # leave the except block first, so its traceback frees the tensors
-    gc.collect()
+    except Exception as err:  # recorded: one failing size must not end a long search
+        outcome = "out of memory" if _out_of_memory(err) else "error"
+        message = f"{type(err).__name__}: {err}"[:2000]
+    gc.collect()  # outside the except block, so its traceback no longer holds the tensors
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return ok
+    return {"outcome": outcome, "message": message, "seconds": time.perf_counter() - began}
 
 
 def memory_limits(
@@ -176,37 +195,45 @@ def memory_limits(
     forward: Callable[[nn.Module, torch.Tensor], Any],
     device: torch.device,
     *,
-    autocast: bool,
+    dtype: torch.dtype | None,
     length: int,
     max_batch: int,
     max_length: int,
     length_step: int,
+    record: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Largest training batch at ``length`` and longest inference input at batch 1."""
+    """Largest training batch at ``length`` and longest inference input at batch 1, under
+    autocast to ``dtype``; ``record`` receives each probe (search, size, and :func:`probe`'s
+    outcome) as it finishes."""
+    autocast = {"device_type": device.type, "dtype": dtype, "enabled": dtype is not None}
 
     def train(batch: int) -> bool:
         def step() -> None:
             model.train()
             sequence = torch.randint(0, 4, (batch, length), device=device)
             try:
-                with torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+                with torch.autocast(**autocast):
                     loss = forward(model, sequence).float().mean()
                 loss.backward()
             finally:
                 model.zero_grad(set_to_none=True)
 
         log.debug("training batch %d", batch)
-        return runs(step, device)
+        outcome = probe(step, device)
+        record({"search": "train batch", "size": batch, "length": length, **outcome})
+        return outcome["outcome"] == "fits"
 
     def infer(units: int) -> bool:
         def step() -> None:
             model.eval()
             sequence = torch.randint(0, 4, (1, units * length_step), device=device)
-            with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=autocast):
+            with torch.no_grad(), torch.autocast(**autocast):
                 forward(model, sequence)
 
         log.debug("inference length %d bp", units * length_step)
-        return runs(step, device)
+        outcome = probe(step, device)
+        record({"search": "inference length", "size": units * length_step, **outcome})
+        return outcome["outcome"] == "fits"
 
     batch, batch_bounded = largest_fitting(train, max_batch)
     units, length_bounded = largest_fitting(infer, max(1, max_length // length_step))
@@ -223,6 +250,20 @@ def memory_limits(
 # --------------------------------------------------------------------------------------------
 
 
+def timed_models(borzoi_precisions: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """{entry: (model, Borzoi precision or None for FlashRNA)}: ``borzoi`` at the first
+    precision, ``borzoi-<p>`` at the others."""
+    unknown = sorted(set(borzoi_precisions) - set(BORZOI_PRECISIONS))
+    if unknown or not borzoi_precisions or len(set(borzoi_precisions)) < len(borzoi_precisions):
+        raise FlashRNAError(
+            f"Borzoi precisions {list(borzoi_precisions)}: give one or more of "
+            f"{', '.join(BORZOI_PRECISIONS)}, each once"
+        )
+    entries = {"borzoi": ("borzoi", borzoi_precisions[0]), "flashrna": ("flashrna", None)}
+    entries |= {f"borzoi-{p}": ("borzoi", p) for p in borzoi_precisions[1:]}
+    return entries
+
+
 def compare(
     *,
     dim: int,
@@ -231,78 +272,46 @@ def compare(
     length: int,
     batch_size: int,
     device: str | torch.device = "auto",
-    autocast: bool = True,
+    precision: str = "auto",
+    borzoi_precisions: Sequence[str] | None = None,
     warmup: int = 3,
     steps: int = 10,
     repeats: int = 3,
     clock: str = "wall",
+    train: bool = True,
     search_memory: bool | None = None,
     max_batch: int = 256,
-    max_length: int = 16 * 2**20,
+    max_length: int = MAX_LENGTH,
     length_step: int = 32_768,
     seed: int = 0,
+    output: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Measure both models (module docstring); the result is what ``--output`` holds.
+    """Measure both models (module docstring); the result is what ``output`` holds (rewritten
+    after every round and probe).
 
-    ``autocast`` applies on CUDA only; ``search_memory`` None means: on CUDA only."""
-    from flashrna.model import TOKEN_SIZE
+    ``precision``: FlashRNA's (auto, bf16, fp32); ``borzoi_precisions``: None means bf16 and
+    fp32 on CUDA, fp32 elsewhere; ``search_memory`` None means: on CUDA only."""
+    from flashrna.model import TOKEN_SIZE, autocast_dtype, cpu_has_native_bf16, enable_tf32
 
     for name, value in (("length", length), ("length step", length_step)):
         if value % TOKEN_SIZE:
             raise FlashRNAError(f"{name} {value} is not a multiple of {TOKEN_SIZE} bp")
     device = resolve_device(device)
-    autocast = autocast and device.type == "cuda"
+    if device.type == "cuda":
+        enable_tf32()
+    if borzoi_precisions is None:
+        borzoi_precisions = ("bf16", "fp32") if device.type == "cuda" else ("fp32",)
+    entries = timed_models(borzoi_precisions)
+    dtypes = {
+        entry: autocast_dtype(precision if model == "flashrna" else borzoi_precision, device)
+        for entry, (model, borzoi_precision) in entries.items()
+    }
+    if device.type == "cpu" and torch.bfloat16 in dtypes.values() and not cpu_has_native_bf16():
+        log.warning("this CPU has no native bf16: bf16 runs are emulated, many times slower")
     search = device.type == "cuda" if search_memory is None else search_memory
-    built = {}
-    for name in MODELS:
-        torch.manual_seed(seed)
-        built[name] = build_matched(name, dim, layers, heads)
-        log.info("%s: %d parameters", name, _parameters(built[name]))
-    # Rounds alternate the order and each model keeps its best round, so neither gains from
-    # going second (warm caches, allocator) or loses to a burst of load on a shared machine.
-    rounds = []
-    for number in range(repeats):
-        for name in MODELS if number % 2 == 0 else MODELS[::-1]:
-            log.info("round %d: timing %s", number + 1, name)
-            sequence = torch.randint(0, 4, (batch_size, length), device=device)
-            numbers = benchmark_module(
-                built[name],
-                forward_function(name, device),
-                sequence,
-                device,
-                autocast=autocast,
-                warmup=warmup,
-                steps=steps,
-                clock=CLOCKS[clock],
-            )
-            rounds.append({"round": number + 1, "model": name, **numbers})
-            _release(built[name], device)
-    models: dict[str, dict[str, Any]] = {}
-    for name in MODELS:
-        mine = [r for r in rounds if r["model"] == name]
-        models[name] = {"parameters": _parameters(built[name])}
-        for key in mine[0]:
-            if key.endswith("_per_s") or (key.endswith("_bytes") and device.type == "cuda"):
-                models[name][key] = max(r[key] for r in mine)
-            elif key.endswith("_bytes"):  # a process-wide high-water mark, not this model's
-                models[name][key] = None
-        if search:
-            log.info("%s: searching the memory limits", name)
-            models[name] |= memory_limits(
-                built[name].to(device),
-                forward_function(name, device),
-                device,
-                autocast=autocast,
-                length=length,
-                max_batch=max_batch,
-                max_length=max_length,
-                length_step=length_step,
-            )
-            _release(built[name], device)
-        else:
-            models[name] |= dict.fromkeys(("max_train_batch", "max_inference_length"))
-    return {
+    result: dict[str, Any] = {
         "benchmark": "compare",
+        "status": "running",
         "device": device_description(device),
         "device_type": device.type,
         "torch": torch.__version__,
@@ -314,11 +323,13 @@ def compare(
             "tracks": BORZOI_TRACKS,
             "length": length,
             "batch_size": batch_size,
-            "precision": "bf16 autocast" if autocast else "fp32",
+            "precision": precision_name(dtypes["flashrna"]),
+            "borzoi_precisions": [precision_name(dtypes[e]) for e in entries if e != "flashrna"],
             "warmup": warmup,
             "steps": steps,
             "repeats": repeats,
             "clock": clock,
+            "train": train,
             "paper_size": (dim, layers, heads, length)
             == tuple(SIZES["paper"][k] for k in ("dim", "layers", "heads", "length")),
         },
@@ -336,12 +347,87 @@ def compare(
             else "CPU: not measured per model (the process's peak resident set is a "
             "high-water mark over the whole run; the rounds show it)"
         ),
-        "models": models,
-        "rounds": rounds,
-        "ratios": ratios(models),
+        "models": {},
+        "rounds": [],
+        "probes": [],
+        "ratios": {},
+        "ratios_by_baseline": {},
         "paper_ratios": PAPER_RATIOS,
         "paper_note": PAPER_NOTE,
     }
+
+    def save() -> None:
+        if output is not None:
+            write_json(output, result)
+
+    built = {}
+    for name in ("borzoi", "flashrna"):
+        torch.manual_seed(seed)
+        built[name] = build_matched(name, dim, layers, heads)
+        log.info("%s: %d parameters", name, _parameters(built[name]))
+    # Rounds alternate the order and each model keeps its best round, so neither gains from
+    # going second (warm caches, allocator) or loses to a burst of load on a shared machine.
+    order = list(entries)
+    for number in range(repeats):
+        for entry in order if number % 2 == 0 else order[::-1]:
+            model = entries[entry][0]
+            log.info("round %d: timing %s (%s)", number + 1, entry, precision_name(dtypes[entry]))
+            sequence = torch.randint(0, 4, (batch_size, length), device=device)
+            numbers = benchmark_module(
+                built[model],
+                forward_function(model, device),
+                sequence,
+                device,
+                dtype=dtypes[entry],
+                warmup=warmup,
+                steps=steps,
+                clock=CLOCKS[clock],
+                train=train,
+            )
+            result["rounds"].append({"round": number + 1, "model": entry, **numbers})
+            _release(built[model], device)
+            save()
+    for entry, (model, _) in entries.items():
+        mine = [r for r in result["rounds"] if r["model"] == entry]
+        summary = {
+            "parameters": _parameters(built[model]),
+            "precision": precision_name(dtypes[entry]),
+        }
+        for key in mine[0]:
+            if key.endswith("_per_s"):
+                values = [r[key] for r in mine if r[key] is not None]
+                summary[key] = max(values) if values else None
+            elif key.endswith("_bytes"):  # on the CPU a process-wide high-water mark
+                summary[key] = max(r[key] or 0 for r in mine) if device.type == "cuda" else None
+        summary |= dict.fromkeys(("max_train_batch", "max_inference_length"))
+        result["models"][entry] = summary
+    _set_ratios(result)
+    save()
+    if search:
+        for entry in MODELS:
+            model = entries[entry][0]
+            log.info("%s: searching the memory limits", entry)
+
+            def record(outcome: dict[str, Any], entry: str = entry) -> None:
+                result["probes"].append({"model": entry, **outcome})
+                save()
+
+            result["models"][entry] |= memory_limits(
+                built[model].to(device),
+                forward_function(model, device),
+                device,
+                dtype=dtypes[entry],
+                length=length,
+                max_batch=max_batch,
+                max_length=max_length,
+                length_step=length_step,
+                record=record,
+            )
+            _release(built[model], device)
+        _set_ratios(result)
+    result["status"] = "finished"
+    save()
+    return result
 
 
 def _parameters(model: nn.Module) -> int:
@@ -356,13 +442,20 @@ def _release(model: nn.Module, device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def ratios(models: dict[str, dict[str, Any]]) -> dict[str, float | None]:
-    """FlashRNA / Borzoi per metric; None where a side was not measured, is zero, or hit the
-    search bound (then the ratio is unknown)."""
+def _set_ratios(result: dict[str, Any]) -> None:
+    models = result["models"]
+    baselines = [m for m in models if m != "flashrna"]
+    result["ratios_by_baseline"] = {b: ratios(models, b) for b in baselines}
+    result["ratios"] = result["ratios_by_baseline"]["borzoi"]
+
+
+def ratios(models: dict[str, dict[str, Any]], baseline: str = "borzoi") -> dict[str, float | None]:
+    """FlashRNA / ``baseline`` per metric; None where a side was not measured, is zero, or hit
+    the search bound (then the ratio is unknown)."""
     out = {}
     for metric in METRICS:
-        a, b = models["flashrna"].get(metric), models["borzoi"].get(metric)
-        bounded = any(models[m].get(f"{metric}_bounded") for m in MODELS)
+        a, b = models["flashrna"].get(metric), models[baseline].get(metric)
+        bounded = any(models[m].get(f"{metric}_bounded") for m in ("flashrna", baseline))
         out[metric] = a / b if a is not None and b and not bounded else None
     return out
 
@@ -373,11 +466,13 @@ def ratios(models: dict[str, dict[str, Any]]) -> dict[str, float | None]:
 
 
 def register_compare(parser: argparse.ArgumentParser) -> None:
+    from flashrna.model import PRECISIONS
+
     parser.description = (
         "FlashRNA against Borzoi (borzoi-pytorch) at matched size on one device: inference and "
         "forward+backward examples/s, largest training batch and longest inference input "
         "(CUDA), as numbers and FlashRNA/Borzoi ratios (the paper's Figure 1). See "
-        "flashrna.figure1 for what 'matched size' means."
+        "flashrna.bench.compare for what 'matched size' means."
     )
     parser.add_argument(
         "--size",
@@ -397,7 +492,7 @@ def register_compare(parser: argparse.ArgumentParser) -> None:
         "--repeats",
         type=int,
         default=3,
-        help="timing rounds, alternating which model goes first; each keeps its best",
+        help="timing rounds, alternating the order of the models; each keeps its best",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -405,10 +500,23 @@ def register_compare(parser: argparse.ArgumentParser) -> None:
         choices=sorted(CLOCKS),
         default="wall",
         help="time throughput by wall clock, or by this process's CPU seconds (on a shared CPU "
-        "machine other load does not inflate it; use with --threads 1)",
+        "machine other load does not inflate it); CUDA always times with CUDA events",
     )
     parser.add_argument(
-        "--no-autocast", action="store_true", help="fp32 on CUDA too (default: bf16 autocast)"
+        "--precision",
+        choices=PRECISIONS,
+        default="auto",
+        help="FlashRNA's: auto is bf16 autocast on CUDA and on CPUs with native bf16, else fp32",
+    )
+    parser.add_argument(
+        "--borzoi-precision",
+        nargs="+",
+        choices=BORZOI_PRECISIONS,
+        help="Borzoi's, one or more; the first is Figure 1's Borzoi [default: bf16 fp32 on "
+        "CUDA, fp32 on a CPU]",
+    )
+    parser.add_argument(
+        "--forward-only", action="store_true", help="time inference only, not forward+backward"
     )
     parser.add_argument(
         "--search-memory",
@@ -417,13 +525,15 @@ def register_compare(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-batch", type=int, default=256, help="training batch search bound")
     parser.add_argument(
-        "--max-length", type=int, default=16 * 2**20, help="inference length search bound (bp)"
+        "--max-length", type=int, default=MAX_LENGTH, help="inference length search bound (bp)"
     )
     parser.add_argument(
         "--length-step", type=int, default=32_768, help="resolution of the length search (bp)"
     )
     parser.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
-    parser.add_argument("--output", help="write the result as JSON here")
+    parser.add_argument(
+        "--output", help="write the result as JSON here (rewritten as results come in)"
+    )
     parser.add_argument(
         "--figure", help="write Figure 1 here (PNG; a PDF of the same name beside it)"
     )
@@ -431,6 +541,8 @@ def register_compare(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_compare(args: argparse.Namespace) -> None:
+    from flashrna.report.figures import plot_figure1, settings_line
+
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
@@ -439,33 +551,32 @@ def _run_compare(args: argparse.Namespace) -> None:
     result = compare(
         **chosen,
         device=device,
-        autocast=not args.no_autocast,
+        precision=args.precision,
+        borzoi_precisions=args.borzoi_precision,
         warmup=args.warmup,
         steps=args.steps,
         repeats=args.repeats,
         clock=args.clock,
+        train=not args.forward_only,
         search_memory=args.search_memory,
         max_batch=args.max_batch,
         max_length=args.max_length,
         length_step=args.length_step,
+        output=args.output,
     )
-    settings = ", ".join(f"{key} {value}" for key, value in result["settings"].items())
-    print(f"{result['device']}: {settings}")
-    for metric in METRICS:
-        values = [result["models"][m][metric] for m in MODELS]
-        ratio = result["ratios"][metric]
-        shown = (
-            "not measured"
-            if None in values
-            else f"Borzoi {values[0]:.4g}, FlashRNA {values[1]:.4g}"
-        )
-        print(
-            f"  {metric:<24} {shown}; ratio {'-' if ratio is None else f'{ratio:.2f}x'} "
-            f"(paper {PAPER_RATIOS[metric]:.1f}x)"
-        )
-    if args.output:
-        write_json(args.output, result)
+    print(f"{result['device']}: {settings_line(result['settings'])}")
+    for baseline, by_metric in result["ratios_by_baseline"].items():
+        print(f"  FlashRNA vs {baseline} ({result['models'][baseline]['precision']}):")
+        for metric, ratio in by_metric.items():
+            values = [result["models"][m][metric] for m in (baseline, "flashrna")]
+            shown = (
+                "not measured"
+                if None in values
+                else f"Borzoi {values[0]:.4g}, FlashRNA {values[1]:.4g}"
+            )
+            print(
+                f"    {metric:<24} {shown}; ratio {'-' if ratio is None else f'{ratio:.2f}x'} "
+                f"(paper {PAPER_RATIOS[metric]:.1f}x)"
+            )
     if args.figure:
-        from flashrna.report.figures import plot_figure1
-
         plot_figure1(result, args.figure)
