@@ -307,3 +307,12 @@ def test_a_loader_worker_error_ends_the_process_with_its_message(tmp_path):
         "flashrna.data.loader.LoaderWorkerError: example 5 is unreadable (planted) "
         "(raised in DataLoader worker process 0)"
     ) or last.endswith("(raised in DataLoader worker process 1)")
+
+
+def test_convert_never_replaces_a_folder_that_is_not_a_shard(tmp_path):
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "figure.pdf").write_text("not a shard")
+    with pytest.raises(FlashRNAError, match=r"results exists and is not one of ours \(no meta"):
+        _convert(_tiny("tfrecords/test-2.tfr"), out)
+    assert sorted(p.name for p in out.iterdir()) == ["figure.pdf"]

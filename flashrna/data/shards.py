@@ -183,8 +183,10 @@ def open_shard(
     source: dict[str, Any] | None = None,
 ) -> Iterator[ShardWriter]:
     """Write one shard directory example by example (``writer.add(...)``); the directory
-    appears, replacing any old one, only when ``num_examples`` examples were added and the
-    ``with`` block ends without error."""
+    appears, replacing any old shard, only when ``num_examples`` examples were added and the
+    ``with`` block ends without error. A folder there that is not a shard (no meta.json) is
+    refused, never replaced; a second writer of the same directory is refused while this one
+    runs (:func:`flashrna.utils.atomic_directory`)."""
     meta: dict[str, Any] = {
         "format": SHARD_FORMAT,
         "version": SHARD_VERSION,
@@ -197,7 +199,7 @@ def open_shard(
         "num_tracks": len(tracks),
         "source": source or {},
     }
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, marker="meta.json") as tmp:
         writer = ShardWriter(tmp, Path(directory), meta, tracks)
         yield writer
         writer._finish()
