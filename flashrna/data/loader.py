@@ -181,8 +181,7 @@ class _Batches(Dataset):
         except (FlashRNAError, OSError) as err:
             if not in_worker:
                 raise
-            message = str(err) if isinstance(err, FlashRNAError) else repr(err)
-            raise LoaderWorkerError(message) from None
+            raise LoaderWorkerError(str(err)) from None  # an OSError's names the file
 
 
 class LoaderWorkerError(FlashRNAError):
