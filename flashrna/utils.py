@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import gzip
 import json
 import logging
@@ -130,14 +129,18 @@ def atomic_directory(path: str | os.PathLike, marker: str | None = None) -> Iter
 
 def _recover_directory(path: Path) -> None:
     """Clean up after an :func:`atomic_directory` writer of ``path`` that was killed (the
-    caller holds the lock, so no live writer owns these)."""
-    for old in sorted(path.parent.glob(f".{glob.escape(path.name)}.*.old")):
+    caller holds the lock, so no live writer owns these). Only this path's temporaries match:
+    mkdtemp's ``.<name>.<8 random characters>.partial`` (so ``a``'s cleanup never touches the
+    temporaries of a directory named ``a.b``)."""
+    own = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.(partial|old)")
+    leftovers = sorted(p for p in path.parent.iterdir() if own.fullmatch(p.name))
+    for old in (p for p in leftovers if p.name.endswith(".old")):
         kept = old / path.name
         if not path.exists() and kept.is_dir():
             log.warning("%s: restoring the previous version left by an interrupted write", path)
             os.replace(kept, path)
         shutil.rmtree(old, ignore_errors=True)
-    for partial in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+    for partial in (p for p in leftovers if p.name.endswith(".partial")):
         log.info("removing %s, left by an interrupted write", partial)
         shutil.rmtree(partial, ignore_errors=True)
 

@@ -147,18 +147,21 @@ def test_atomic_directory_never_replaces_a_folder_that_is_not_its_kind(tmp_path)
 def test_atomic_directory_cleans_up_after_a_killed_writer(tmp_path):
     # A writer killed while filling its temporary directory, and one killed between moving
     # the old version aside and renaming the new one into place.
-    partial = tmp_path / ".d.abc123.partial"
+    # (mkdtemp names: .<name>.<8 random characters>.partial / .old)
+    partial = tmp_path / ".d.abc_1234.partial"
     partial.mkdir()
     (partial / "meta.json").write_text("half")
-    old = tmp_path / ".d.def456.old"
+    old = tmp_path / ".d.def45678.old"
     (old / "d").mkdir(parents=True)
     (old / "d" / "version").write_text("old")
+    neighbour = tmp_path / ".d.b.xyz98765.partial"  # another directory's ("d.b") work
+    neighbour.mkdir()
     with atomic_directory(tmp_path / "d") as directory:
         assert (tmp_path / "d" / "version").read_text() == "old"  # restored first
         assert not partial.exists() and not old.exists()
         (directory / "version").write_text("new")
     assert (tmp_path / "d" / "version").read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.b.xyz98765.partial", "d"]
 
 
 def test_safetensors_outputs_honour_the_umask_and_disk_full_is_an_oserror(tmp_path, monkeypatch):

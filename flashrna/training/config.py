@@ -2,8 +2,8 @@
 
 One validation layer (:func:`check_config`: every key known, of its type and in its range)
 serves ``flashrna train``, the Python API (:func:`load_config`, :func:`resolve_config`,
-``flashrna.training.train``) and the workflow's dry run. PyTorch-free, so the workflow can check
-configs while Snakemake parses the DAG.
+:func:`flashrna.training.trainer.train`) and the workflow's dry run. PyTorch-free, so the
+workflow can check configs while Snakemake parses the DAG.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def load_config(
 
 def resolve_config(config: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
     """``config`` (complete, or only the keys that differ from :data:`DEFAULTS`) merged over the
-    defaults and checked (:func:`check_config`): what :func:`flashrna.training.train` runs."""
+    defaults and checked (:func:`check_config`): what
+    :func:`flashrna.training.trainer.train` runs."""
     merged = merge_config(normalise_species(copy.deepcopy(DEFAULTS), where), config, where)
     return check_config(normalise_species(merged, where))
 

@@ -127,7 +127,7 @@ def setup_distributed(device: str | torch.device | None) -> Distributed:
 
 CPU_WARNING_PARAMETERS = 10_000_000  # smaller models (tiny, tests, demos) train fast on a CPU
 CPU_WARNING_SECONDS = 10.0
-FLOP_COUNT_LENGTH = 16_384  # counting at full length takes longer than it tells
+FLOP_COUNT_LENGTHS = (8_192, 16_384)  # counting at full length takes longer than it tells
 
 
 def cpu_matmul_rate(seconds: float = 0.2) -> float:
@@ -143,18 +143,25 @@ def cpu_matmul_rate(seconds: float = 0.2) -> float:
 
 def cpu_step_estimate(config: ModelConfig, seq_length: int, batch_size: int) -> dict[str, float]:
     """Expected seconds per optimiser step on this CPU: training FLOPs per example (3 x the
-    forward, the backward costing about twice the forward) counted by
-    :func:`flashrna.model.flop_counts` at up to :data:`FLOP_COUNT_LENGTH` bp and scaled
-    linearly to ``seq_length`` (attention grows faster, so this is a lower bound), times
-    ``batch_size``, divided by :func:`cpu_matmul_rate`."""
-    counted = min(seq_length, FLOP_COUNT_LENGTH)
-    forward = flop_counts(config, counted)["total"] * seq_length / counted
+    forward, the backward costing about twice the forward) times ``batch_size``, divided by
+    :func:`cpu_matmul_rate`. The forward's FLOPs are counted by
+    :func:`flashrna.model.flop_counts` at the two :data:`FLOP_COUNT_LENGTHS` and extrapolated to
+    ``seq_length`` as ``a·L + b·L²`` (convolutions and projections grow linearly with the
+    length, attention quadratically)."""
+    short, long = FLOP_COUNT_LENGTHS
+    if seq_length <= long:
+        forward = float(flop_counts(config, seq_length)["total"])
+    else:
+        f1, f2 = (flop_counts(config, length)["total"] for length in FLOP_COUNT_LENGTHS)
+        quadratic = (f2 / long - f1 / short) / (long - short)
+        linear = f1 / short - quadratic * short
+        forward = linear * seq_length + quadratic * seq_length**2
     rate = cpu_matmul_rate()
     per_example = 3 * forward
     return {
         "flops_per_example": per_example,
         "flops_per_second": rate,
-        "counted_length": counted,
+        "counted_length": min(seq_length, long),
         "seconds_per_step": per_example * batch_size / rate,
     }
 
@@ -365,8 +372,8 @@ class Trainer:
         log.warning(
             "training a %.1f M-parameter model (preset %s) on the CPU: about %.0f s per step, "
             "%.0f h for %d steps. Estimate: %.1f TFLOP per training example (3 x the forward's "
-            "FLOPs, counted by PyTorch's FlopCounterMode at %s bp and scaled to %s bp) x batch "
-            "%d, at the %.0f GFLOP/s this CPU reaches on a matrix multiply. Use a GPU "
+            "FLOPs, counted by PyTorch's FlopCounterMode up to %s bp and extrapolated to %s bp) x "
+            "batch %d, at the %.0f GFLOP/s this CPU reaches on a matrix multiply. Use a GPU "
             "(--device cuda), or for a trial a small model and short inputs (--set "
             "model.preset=tiny --set data.seq_length=...)",
             parameters / 1e6,
@@ -1016,16 +1023,20 @@ def train(
     is refused, naming the keys that changed."""
     config = resolve_config(config)
     out = Path(out)
+    new = not out.exists()
     main = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock for the run, on rank 0
     lock = exclusive_lock(out / LOCK_FILE, f"training run folder {out}")
-    with lock if main else contextlib.nullcontext():
-        if (out / "model" / "config.json").is_file() and (out / "metrics.json").is_file():
-            _check_finished_config(out, config)
-            log.info(
-                "%s: finished before (model/, metrics.json) with this config; nothing to do", out
-            )
-            return TrainResult("already-finished", -1, out)
-        return Trainer(config, out, device).run(stop_at_step)
+    try:
+        with lock if main else contextlib.nullcontext():
+            if (out / "model" / "config.json").is_file() and (out / "metrics.json").is_file():
+                _check_finished_config(out, config)
+                log.info("%s: finished before with this config; nothing to do", out)
+                return TrainResult("already-finished", -1, out)
+            return Trainer(config, out, device).run(stop_at_step)
+    except Exception:
+        if new and main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty folder
+        raise
 
 
 LOCK_FILE = ".flashrna.lock"
