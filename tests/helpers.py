@@ -173,6 +173,29 @@ def tiny_config(shards: Path, species=("human",), **sections) -> dict:
     return load_config(overrides=base)
 
 
+# Comparing training runs (test_train.py, test_train_guards.py).
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model directory's model.safetensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def train_losses(out: Path) -> list[float]:
+    """The training losses a run logged in metrics.jsonl, in order."""
+    import json
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
 def save_tiny_model(directory, tracks, seed: int = 0, **overrides):
     """Save a randomly initialised ``tiny`` FlashRNA model whose human head has one output per
     row of the TrackTable ``tracks`` (strand pairs set) and ``tracks`` as its

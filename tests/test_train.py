@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import tiny_config, write_planted_shards
-from safetensors.torch import load_file
+from helpers import (
+    assert_same_weights,
+    tiny_config,
+    train_losses,
+    weights,
+    write_planted_shards,
+)
 
 from flashrna.cli import main as cli_main
 from flashrna.data import EpochSampler, ShardSet
@@ -42,22 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> Path:
     return write_planted_shards(tmp_path_factory.mktemp("planted"))
-
-
-def weights(directory: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(directory / "model.safetensors"))
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-
-
-def train_losses(out: Path) -> list[float]:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if r["kind"] == "train"]
 
 
 # --------------------------------------------------------------------------------------------
