@@ -122,8 +122,7 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         source, destination, size, md5, unpack = fields
         if not source or not destination:
             raise FlashRNAError(f"{path}:{number}: source and destination are required")
-        if Path(destination).is_absolute() or ".." in Path(destination).parts:
-            raise FlashRNAError(f"{path}:{number}: destination '{destination}' must be relative")
+        check_destination(destination, f"{path}:{number}")
         if size and not size.isdigit():
             raise FlashRNAError(f"{path}:{number}: size '{size}' is not a whole number of bytes")
         if md5 and not re.fullmatch(r"[0-9a-f]{32}", md5):
@@ -140,6 +139,16 @@ def read_manifest(path: str | os.PathLike) -> list[ManifestRow]:
         size = int(size) if size else None
         rows.append(ManifestRow(source, destination, size, md5 or None, unpack))
     return rows
+
+
+def check_destination(destination: str, where: str) -> None:
+    """Error unless ``destination`` is a relative path that stays under the data folder."""
+    parts = Path(destination).parts
+    if Path(destination).is_absolute() or ".." in parts or not parts:
+        raise FlashRNAError(
+            f"{where}: destination '{destination}' must be a relative path without '..': "
+            "every file lands under --data-dir"
+        )
 
 
 def write_manifest(path: str | os.PathLike, rows: Iterable[ManifestRow], comment: str = "") -> None:
@@ -200,7 +209,11 @@ def derive_tfrecord_rows(
     rows: Sequence[ManifestRow], genome: str, bed: str | os.PathLike, records_per_file: int = 16
 ) -> list[ManifestRow]:
     """TFRecord rows of ``genome`` implied by its window BED, next to the manifest's
-    ``borzoi/{genome}/sequences.bed`` row (same source prefix); rows already listed are kept."""
+    ``borzoi/{genome}/sequences.bed`` row (same source prefix); rows already listed are kept.
+    The genome and the BED's labels become destinations, so they are checked as a manifest's
+    destinations are (no ``..``, no absolute paths, no ``/`` in a label)."""
+    if not genome or "/" in genome or genome in (".", ".."):
+        raise FlashRNAError(f"--derive: genome '{genome}' must be a plain name such as hg38")
     anchor = f"borzoi/{genome}/sequences.bed"
     base = next((r for r in rows if r.destination == anchor), None)
     if base is None:
@@ -208,8 +221,16 @@ def derive_tfrecord_rows(
     prefix = base.source[: -len("sequences.bed")]
     listed = {r.destination for r in rows}
     derived = []
-    for name in tfrecord_names(fold_sizes(bed), records_per_file):
+    sizes = fold_sizes(bed)
+    for label in sizes:
+        if "/" in label or label.startswith("."):
+            raise FlashRNAError(
+                f"{bed}: label '{label}' would name TFRecords outside borzoi/{genome}/tfrecords "
+                "(labels must be plain names such as fold0)"
+            )
+    for name in tfrecord_names(sizes, records_per_file):
         destination = f"borzoi/{genome}/tfrecords/{name}"
+        check_destination(destination, str(bed))
         if destination not in listed:
             derived.append(ManifestRow(f"{prefix}tfrecords/{name}", destination))
     return [*rows, *derived]
@@ -449,6 +470,8 @@ def unpack(row: ManifestRow, data_dir: Path) -> None:
             members = [m for m in archive.infolist() if fnmatch.fnmatchcase(m.filename, pattern)]
             if not members:
                 raise FlashRNAError(f"{dest}: no member matches '{pattern}'")
+            for member in members:
+                check_destination(member.filename, f"{dest}: member")  # no zip-slip
             for member in tqdm(members, desc=f"unzip {dest.name}", disable=len(members) < 50):
                 if member.is_dir():
                     continue

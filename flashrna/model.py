@@ -959,7 +959,7 @@ def save_model(model: FlashRNA, directory: str | Path, metadata: dict | None = N
     """Write ``config.json`` and ``model.safetensors`` (no pickles) into ``directory``,
     atomically replacing an existing model directory. Other files (track tables, metrics)
     written by the caller after this call are kept only if written after it."""
-    from safetensors.torch import save_file
+    from flashrna.utils import write_safetensors
 
     directory = Path(directory)
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -972,7 +972,7 @@ def save_model(model: FlashRNA, directory: str | Path, metadata: dict | None = N
                 "metadata": metadata or {},
             },
         )
-        save_file(state, str(tmp / WEIGHTS_FILE))
+        write_safetensors(tmp / WEIGHTS_FILE, state)  # 0644 under umask 022, like other outputs
     return directory
 
 

@@ -134,6 +134,11 @@ class TrackTable:
             frame = pd.read_csv(path, sep="\t", index_col=0)
         except FileNotFoundError:
             raise FlashRNAError(f"{path}: file not found") from None
+        except pd.errors.EmptyDataError:
+            raise FlashRNAError(
+                f"{path}: the file is empty; a targets.txt has a header line (an index column "
+                f"then {', '.join(COLUMNS)}) and one line per track"
+            ) from None
         except (pd.errors.ParserError, UnicodeDecodeError) as err:
             raise FlashRNAError(f"{path}: not a tab-separated track table ({err})") from None
         missing = [c for c in COLUMNS if c not in frame.columns]
@@ -142,6 +147,8 @@ class TrackTable:
                 f"{path}: missing column(s) {', '.join(missing)} (a targets.txt has "
                 f"an index column then {', '.join(COLUMNS)})"
             )
+        if frame.empty:
+            raise FlashRNAError(f"{path}: the table lists no tracks (a header line only)")
         channel = pd.to_numeric(pd.Series(frame.index), errors="coerce")
         if channel.isna().any() or channel.duplicated().any():
             raise FlashRNAError(f"{path}: the first column must hold distinct channel numbers")
@@ -165,12 +172,7 @@ class TrackTable:
     def write(self, path: str | os.PathLike) -> None:
         """Write as ``targets.txt`` (rows ``0..n-1``), atomically; gzip when ``path`` ends in
         ``.gz``."""
-        frame = self.frame[list(COLUMNS)].copy()
-        if not self.is_identity_subset():
-            frame["source_index"] = self.frame["source_index"]
-        if GTEX_COLUMN in self.frame.columns:
-            frame[GTEX_COLUMN] = self.frame[GTEX_COLUMN]
-        text = frame.to_csv(sep="\t", index=True, index_label="")
+        text = self.to_text()
         path = Path(path)
         if path.suffix == ".gz":
             with atomic_file(path, "wb") as handle:
@@ -178,6 +180,15 @@ class TrackTable:
         else:
             with atomic_file(path) as handle:
                 handle.write(text)
+
+    def to_text(self) -> str:
+        """The ``targets.txt`` text :meth:`write` writes."""
+        frame = self.frame[list(COLUMNS)].copy()
+        if not self.is_identity_subset():
+            frame["source_index"] = self.frame["source_index"]
+        if GTEX_COLUMN in self.frame.columns:
+            frame[GTEX_COLUMN] = self.frame[GTEX_COLUMN]
+        return frame.to_csv(sep="\t", index=True, index_label="")
 
     # -- properties ---------------------------------------------------------------------------
 

@@ -148,6 +148,54 @@ def write_planted_shards(
     return root
 
 
+# A small, fast training config over planted shards (test_train.py, test_train_guards.py).
+def tiny_config(shards: Path, species=("human",), **sections) -> dict:
+    """A small, fast config: tiny preset, no workers, no progress bar; ``sections`` override."""
+    from flashrna.training.config import load_config
+
+    base = {
+        "model": {"preset": "tiny"},
+        "data": {
+            "species": {name: {"shards": str(shards)} for name in species},
+            "max_shift": 64,
+            "num_workers": 0,
+        },
+        "train": {"steps": 6, "batch_size": 8, "learning_rate": 2e-3, "warmup_steps": 2},
+        "validation": {"every_steps": 1000, "max_examples": 16, "final_model": "last"},
+        "checkpoint": {"every_steps": 1000},
+        "log": {"every_steps": 1, "progress": False, "tensorboard": False},
+    }
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            base.setdefault(section, {}).update(values)
+        else:
+            base[section] = values
+    return load_config(overrides=base)
+
+
+# Comparing training runs (test_train.py, test_train_guards.py).
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model directory's model.safetensors."""
+    from safetensors.torch import load_file
+
+    return load_file(str(directory / "model.safetensors"))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+
+
+def train_losses(out: Path) -> list[float]:
+    """The training losses a run logged in metrics.jsonl, in order."""
+    import json
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if r["kind"] == "train"]
+
+
 def save_tiny_model(directory, tracks, seed: int = 0, **overrides):
     """Save a randomly initialised ``tiny`` FlashRNA model whose human head has one output per
     row of the TrackTable ``tracks`` (strand pairs set) and ``tracks`` as its

@@ -389,7 +389,7 @@ def test_resume_from_a_start_offset(small_shards):
 # -- make-dataset -------------------------------------------------------------------------------
 
 
-def test_make_dataset_from_bigwigs(tmp_path, genome):
+def test_make_dataset_from_bigwigs(tmp_path, genome, capsys):
     import pyBigWig
 
     rng = np.random.default_rng(7)
@@ -430,6 +430,10 @@ def test_make_dataset_from_bigwigs(tmp_path, genome):
         "--examples-per-shard", "1",
     ]  # fmt: skip
     assert main(args) == 0
+    assert capsys.readouterr().out == (
+        "make-dataset: 3 shard(s) written, 0 up to date: 3 examples × 2 tracks (4,096-bp inputs, "
+        f"64 bins of 32 bp, human) in {tmp_path / 'shards'}\n"
+    )
     shards = ShardSet(tmp_path / "shards")
     assert [p.name for p in shards.shards] == ["fold0-0", "fold0-1", "fold3-0"]
     assert list(shards.start) == [403_048, 409_000, 401_000]
@@ -449,6 +453,7 @@ def test_make_dataset_from_bigwigs(tmp_path, genome):
     stamps = [(p / "targets.npy").stat().st_mtime_ns for p in shards.shards]
     assert main(args) == 0
     assert [(p / "targets.npy").stat().st_mtime_ns for p in shards.shards] == stamps
+    assert "make-dataset: 0 shard(s) written, 3 up to date" in capsys.readouterr().out
 
 
 # -- command line and benchmark ----------------------------------------------------------------

@@ -10,6 +10,7 @@ import hashlib
 import http.server
 import shutil
 import threading
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from flashrna.download import (
     download,
     parse_gsutil_listing,
     read_manifest,
+    unpack,
     write_manifest,
 )
 from flashrna.utils import FlashRNAError
@@ -219,3 +221,31 @@ def test_gsutil_listing_parser():
         ),
         "gs://borzoi-paper/data/mm10/statistics.json": (10, None),
     }
+
+
+def test_derived_and_unpacked_destinations_stay_under_the_data_folder(tmp_path):
+    rows = [ManifestRow("gs://b/data/hg38/sequences.bed", "borzoi/hg38/sequences.bed")]
+    bed = tmp_path / "sequences.bed"
+    for label in ("../../../outside", "/etc/x", ".."):
+        bed.write_text(f"chr1\t0\t8192\tfold0\nchr1\t0\t8192\t{label}\n")
+        with pytest.raises(FlashRNAError, match=r"sequences\.bed: label '.*' would name"):
+            derive_tfrecord_rows(rows, "hg38", bed)
+    bed.write_text("chr1\t0\t8192\tfold0\n")
+    with pytest.raises(FlashRNAError, match=r"genome '\.\./x' must be a plain name"):
+        derive_tfrecord_rows(rows, "../x", bed)
+    assert [r.destination for r in derive_tfrecord_rows(rows, "hg38", bed)][1:] == [
+        "borzoi/hg38/tfrecords/fold0-0.tfr"
+    ]
+    # The manifest's own destinations, and the members an archive unpacks.
+    text = "source\tdestination\tsize\tmd5\tunpack\nx\t../escape\t\t\t\n"
+    (tmp_path / "m.tsv").write_text(text)
+    with pytest.raises(FlashRNAError, match=r"m\.tsv:2: destination '\.\./escape' must be"):
+        read_manifest(tmp_path / "m.tsv")
+    data = tmp_path / "data"
+    data.mkdir()
+    with zipfile.ZipFile(data / "a.zip", "w") as archive:
+        archive.writestr("../../slipped.txt", "x")
+    row = ManifestRow("a.zip", "a.zip", unpack="unzip:*")
+    with pytest.raises(FlashRNAError, match=r"a\.zip: member: destination '\.\./\.\./slipped"):
+        unpack(row, data)
+    assert not (tmp_path / "slipped.txt").exists() and not Path("/slipped.txt").exists()

@@ -21,7 +21,7 @@ from flashrna.cli import main
 from flashrna.model import load_model, predict, read_model_description
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
-from flashrna.zoo import import_model
+from flashrna.zoo import import_model, load_track_model
 from flashrna.zoo.official import official_model_config
 from flashrna.zoo.unpickle import TorchArchive
 
@@ -320,6 +320,19 @@ def test_evaluate_tracks_on_the_tracks_a_released_head_shares(tmp_path, imported
     y = targets[..., 1:].astype(np.float64).reshape(-1, 2)
     expected = [np.corrcoef(x[:, k], y[:, k])[0, 1] for k in range(2)]
     np.testing.assert_allclose(result["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_a_repeated_released_identifier_is_refused_as_one_output(imported):
+    """The released human table repeats ontology identifiers; asking for one as a single
+    output column is ambiguous and named, the others map to their own columns."""
+    model = load_track_model([imported])
+    table = model.tracks
+    repeated = table.identifier[pd.Series(table.identifier).duplicated().to_numpy()]
+    assert "CL:0000127+" in set(repeated)
+    with pytest.raises(FlashRNAError, match=r"CL:0000127\+ name several outputs"):
+        model.columns(["CL:0000127+"])
+    unique = [i for i in table.identifier if i not in set(repeated)][:3]
+    assert list(model.columns(unique)) == [list(table.identifier).index(i) for i in unique]
 
 
 def test_finetune_starts_from_a_checkpoint(tmp_path, monkeypatch, capsys):

@@ -189,3 +189,23 @@ def test_torch_matches_numpy():
     np.testing.assert_allclose(
         table.unsquash(torch.from_numpy(y)).numpy(), table.unsquash(y), rtol=1e-6
     )
+
+
+def test_repeated_identifiers_are_read_and_selected_together(tmp_path):
+    """The released FlashRNA tables repeat ontology identifiers (e.g. CL:0000127+ in three rows),
+    so a table with repeats reads; selecting such an identifier takes every row that has it."""
+    frame = pd.read_csv(fixture_path("borzoi-tiny/hg38/targets.txt"), sep="\t", index_col=0)
+    frame.loc[5, "identifier"] = frame.loc[2, "identifier"]
+    frame.to_csv(tmp_path / "repeated.txt", sep="\t")
+    table = TrackTable.read(tmp_path / "repeated.txt")
+    assert list(table.find(None, [frame.loc[2, "identifier"]])) == [2, 5]
+
+
+def test_an_empty_table_is_a_clear_error(tmp_path):
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(FlashRNAError, match=r"empty\.txt: the file is empty; a targets\.txt has"):
+        TrackTable.read(tmp_path / "empty.txt")
+    header = "\t".join(["", "identifier", "file", "clip", "clip_soft", "scale", "sum_stat"])
+    (tmp_path / "header.txt").write_text(header + "\tstrand_pair\tdescription\n")
+    with pytest.raises(FlashRNAError, match=r"header\.txt: the table lists no tracks"):
+        TrackTable.read(tmp_path / "header.txt")

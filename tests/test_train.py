@@ -17,8 +17,13 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import write_planted_shards
-from safetensors.torch import load_file
+from helpers import (
+    assert_same_weights,
+    tiny_config,
+    train_losses,
+    weights,
+    write_planted_shards,
+)
 
 from flashrna.cli import main as cli_main
 from flashrna.data import EpochSampler, ShardSet
@@ -42,44 +47,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory) -> Path:
     return write_planted_shards(tmp_path_factory.mktemp("planted"))
-
-
-def tiny_config(shards: Path, species=("human",), **sections) -> dict:
-    """A small, fast config: tiny preset, no workers, no progress bar; ``sections`` override."""
-    base = {
-        "model": {"preset": "tiny"},
-        "data": {
-            "species": {name: {"shards": str(shards)} for name in species},
-            "max_shift": 64,
-            "num_workers": 0,
-        },
-        "train": {"steps": 6, "batch_size": 8, "learning_rate": 2e-3, "warmup_steps": 2},
-        "validation": {"every_steps": 1000, "max_examples": 16, "final_model": "last"},
-        "checkpoint": {"every_steps": 1000},
-        "log": {"every_steps": 1, "progress": False, "tensorboard": False},
-    }
-    for section, values in sections.items():
-        if isinstance(values, dict):
-            base.setdefault(section, {}).update(values)
-        else:
-            base[section] = values
-    return load_config(overrides=base)
-
-
-def weights(directory: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(directory / "model.safetensors"))
-
-
-def assert_same_weights(a: Path, b: Path) -> None:
-    wa, wb = weights(a), weights(b)
-    assert wa.keys() == wb.keys()
-    for key in wa:
-        assert torch.equal(wa[key], wb[key]), key
-
-
-def train_losses(out: Path) -> list[float]:
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in records if r["kind"] == "train"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -483,6 +450,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_checkpoint(tmp_path):
     ) as info:
         train(config, out, "cpu")
     assert "step-00000002" in str(info.value)
+    shard, row = train_set.shards[train_set.shard_of[bad]], train_set.row_of[bad]
+    assert f"non-finite targets in 1 example(s): {shard} record {row} (chrP:" in str(info.value)
     assert checkpoint_dirs(out) == [good] and digest() == before
     assert not (out / "model").exists() and not (out / "metrics.json").exists()
 

@@ -137,7 +137,7 @@ def job_counts(output: str) -> dict[str, int]:
     ("key", "value", "message"),
     [
         ("stepz", 10, "config train.config.train: unknown key 'stepz'"),
-        ("schedule", "bad", "config train.config.train.schedule: 'bad' is not one of"),
+        ("schedule", "bad", "config train.config.train.schedule: expected one of cosine"),
     ],
 )
 def test_a_bad_training_config_stops_before_any_job(tmp_path, key, value, message):

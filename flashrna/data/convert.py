@@ -18,12 +18,21 @@ import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
-from flashrna.data.shards import SHARD_VERSION, infer_species, open_shard, read_bed
+from flashrna.data.shards import (
+    find_shards,
+    infer_species,
+    open_shard,
+    read_bed,
+    read_shard_meta,
+    shard_is_current,
+)
 from flashrna.genome import Genome
 from flashrna.tfrecord import read_examples
 from flashrna.tracks import DEFAULT_ASSAYS, POOL_WIDTH, TrackTable
@@ -32,6 +41,7 @@ from flashrna.utils import FlashRNAError, read_json
 log = logging.getLogger(__name__)
 
 _TFR_NAME = re.compile(r"^(?P<label>.+)-(?P<index>\d+)\.tfr$")
+_PLAIN_LABEL = re.compile(r"[A-Za-z0-9_+-][A-Za-z0-9_.+-]*")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,18 +80,56 @@ def _decode_sequence_bytes(
     )
 
 
-def _decode_target_bytes(data: bytes, bins: int, channels: int, where: str) -> np.ndarray:
-    """Record ``target`` bytes → float16 ``[bins, channels]`` (legacy float32 is converted)."""
-    if len(data) == 2 * bins * channels:
-        return np.frombuffer(data, dtype="<f2").reshape(bins, channels)
-    if len(data) == 4 * bins * channels:
-        values = np.frombuffer(data, dtype="<f4").reshape(bins, channels)
-        finfo = np.finfo(np.float16)
-        return np.clip(values, finfo.min, finfo.max).astype(np.float16)
-    raise FlashRNAError(
-        f"{where}: target has {len(data)} bytes; expected float16 (or legacy float32) "
-        f"[{bins}, {channels}] = {2 * bins * channels} (or {4 * bins * channels}) bytes"
-    )
+TARGET_DTYPES = ("auto", "float16", "float32")
+
+
+def _decode_target_bytes(
+    data: bytes, bins: int, channels: int, dtype: str, where: str
+) -> np.ndarray:
+    """Record ``target`` bytes of ``dtype`` (``float16``, or ``float32`` in legacy files) →
+    float16 ``[bins, channels]``."""
+    itemsize = {"float16": 2, "float32": 4}[dtype]
+    if len(data) != itemsize * bins * channels:
+        other = "float32" if dtype == "float16" else "float16"
+        hint = ""
+        if len(data) == {"float16": 4, "float32": 2}[dtype] * bins * channels:
+            hint = (
+                f". That is the size of {other} [{bins}, {channels}] — or of {dtype} with a "
+                "different number of bins or tracks: check num_targets and target_length "
+                f"(statistics.json) and the track table; if the file does store {other} "
+                f"targets, say so with --target-dtype {other}"
+            )
+        raise FlashRNAError(
+            f"{where}: target has {len(data)} bytes; {dtype} [{bins} bins, {channels} targets] "
+            f"is {itemsize * bins * channels} bytes{hint}"
+        )
+    values = np.frombuffer(data, dtype="<f2" if dtype == "float16" else "<f4")
+    values = values.reshape(bins, channels)
+    if dtype == "float32":
+        limit = float(np.finfo(np.float16).max)
+        beyond = np.abs(values) > limit
+        if beyond.any():
+            b, t = np.argwhere(beyond)[0]
+            raise FlashRNAError(
+                f"{where}: float32 target {values[b, t]} (bin {b}, channel {t}) is beyond "
+                f"float16's range (±{limit:g}); stored targets are squashed values far below "
+                "it, so these bytes are not float32 targets (check --target-dtype)"
+            )
+        values = values.astype(np.float16)
+    return values
+
+
+def _check_finite(values: np.ndarray, tracks: TrackTable, where: str) -> None:
+    """Error naming the first bin and track when ``values`` [bins, tracks] holds NaN or inf."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        b, t = np.argwhere(bad)[0]
+        raise FlashRNAError(
+            f"{where}: {int(bad.sum())} target value(s) are NaN or infinite, the first "
+            f"{values[b, t]} at bin {b} of track {tracks.identifier[t]} (channel "
+            f"{tracks.source_index[t]}); training on them would stop with a NaN loss. The file "
+            "is damaged or was written wrongly: download or regenerate it"
+        )
 
 
 def convert_tfrecord(
@@ -96,6 +144,7 @@ def convert_tfrecord(
     statistics: str | os.PathLike | None = None,
     species: str | None = None,
     genome: Genome | None = None,
+    target_dtype: str = "auto",
     force: bool = False,
 ) -> Path:
     """Convert one Borzoi TFRecord file ``<label>-<i>.tfr`` into the shard directory
@@ -105,8 +154,21 @@ def convert_tfrecord(
     labelled ``<label>``. ``statistics`` (Borzoi's ``statistics.json``) fixes seq_length,
     target_length, num_targets and pool_width; without it they are inferred from the bed, the
     track table and the records. With ``genome``, each record's sequence is checked against the
-    FASTA. A finished shard of the same source and selection is left alone unless ``force``.
+    FASTA.
+
+    Records carry no dtype, so ``target_dtype`` ``auto`` decides it from the file's layout:
+    float16 (Borzoi) in files of base-index sequences; float16 or legacy float32 (by size) in
+    Basenji-era files of one-hot sequences. A target twice the expected size in a Borzoi-layout
+    file is refused, not read as float32: it may as well be float16 with twice the tracks or
+    bins. ``float16``/``float32`` state the dtype. NaN or infinite targets are refused, naming
+    the record.
+
+    A finished shard is left alone unless ``force`` when everything that determines it is
+    unchanged: the TFRecord (path, size), bed rows, selected tracks (their table text),
+    statistics, species, genome and target dtype, and its arrays are complete.
     """
+    if target_dtype not in TARGET_DTYPES:
+        raise FlashRNAError(f"target_dtype '{target_dtype}' is not one of {TARGET_DTYPES}")
     tfr, out = Path(tfr_path), Path(out_dir)
     name = _TFR_NAME.match(tfr.name)
     if name is None:
@@ -122,19 +184,19 @@ def convert_tfrecord(
     windows = labelled.iloc[file_index * records_per_file : (file_index + 1) * records_per_file]
     table = TrackTable.read(targets_txt)
     selected = table.take(table.find(assays, identifiers))
-    stats = read_json(statistics) if statistics is not None else {}
-    pool_width = int(stats.get("pool_width", POOL_WIDTH))
+    stats = _read_statistics(statistics) if statistics is not None else {}
+    pool_width = stats.get("pool_width", POOL_WIDTH)
     target_bp = labelled["end"] - labelled["start"]
     if target_bp.nunique() != 1:
         raise FlashRNAError(f"{sequences_bed}: the '{label}' windows differ in length")
-    target_length = int(stats.get("target_length", int(target_bp.iloc[0]) // pool_width))
+    target_length = stats.get("target_length", int(target_bp.iloc[0]) // pool_width)
     if int(target_bp.iloc[0]) != target_length * pool_width:
         raise FlashRNAError(
             f"{sequences_bed}: windows of {int(target_bp.iloc[0])} bp do not match "
             f"target_length {target_length} × pool_width {pool_width}"
         )
     if "num_targets" in stats:
-        channels = int(stats["num_targets"])
+        channels = stats["num_targets"]
     elif table.is_identity_subset():
         channels = len(table)
     else:
@@ -144,6 +206,8 @@ def convert_tfrecord(
             f"{targets_txt}: channel {selected.source_index.max()} is beyond the records' "
             f"{channels} targets"
         )
+    species = species or infer_species(tfr)
+    genome_name = Path(genome.path).name if genome is not None else ""
     source = {
         "file": str(tfr.resolve()),
         "size": tfr.stat().st_size,
@@ -153,12 +217,15 @@ def convert_tfrecord(
         "bed": str(Path(sequences_bed).resolve()),
         "assays": None if assays is None else list(assays),
         "identifiers": None if identifiers is None else list(identifiers),
+        "statistics": stats,
+        "target_dtype": target_dtype,
     }
-    if not force and (out / "meta.json").is_file():
-        old = read_json(out / "meta.json")
-        if old.get("version") == SHARD_VERSION and old.get("source") == source:
-            log.info("%s is up to date (from %s)", out, tfr.name)
-            return out
+    current = shard_is_current(
+        out, source, selected, species=species, genome=genome_name, **_window_fields(windows)
+    )
+    if not force and current:
+        log.info("%s is up to date (from %s)", out, tfr.name)
+        return out
 
     examples = read_examples(tfr)
     first = next(examples, None)
@@ -183,8 +250,8 @@ def convert_tfrecord(
         seq_length=seq_length,
         target_length=target_length,
         tracks=selected,
-        species=species or infer_species(tfr),
-        genome=Path(genome.path).name if genome is not None else "",
+        species=species,
+        genome=genome_name,
         pool_width=pool_width,
         source=source,
     ) as writer:
@@ -202,9 +269,16 @@ def convert_tfrecord(
                     raise FlashRNAError(f"{where}: missing bytes feature '{key}'")
             sequence, encoding = _decode_sequence_bytes(example["sequence"], seq_length, where)
             encodings.add(encoding)
-            values = _decode_target_bytes(example["target"], target_length, channels, where)
+            if len(encodings) > 1:
+                raise FlashRNAError(f"{where}: sequence encodings {sorted(encodings)} mixed")
+            dtype = target_dtype
+            if dtype == "auto":  # float32 only in legacy (one-hot) files, and then by size
+                float32_size = len(example["target"]) == 4 * target_length * channels
+                dtype = "float32" if encoding == "one-hot" and float32_size else "float16"
+            values = _decode_target_bytes(example["target"], target_length, channels, dtype, where)
             if not identity:
                 values = np.take(values, selected.source_index, axis=1)
+            _check_finite(values, selected, where)
             window = windows.iloc[k]
             if genome is not None:
                 _verify_sequence(genome, sequence, window.chrom, window.start - flank, where)
@@ -219,6 +293,28 @@ def convert_tfrecord(
     if "one-hot" in encodings:
         log.warning("%s: legacy one-hot sequences were decoded to base indices", tfr)
     return out
+
+
+def _read_statistics(path: str | os.PathLike) -> dict[str, Any]:
+    """Borzoi's ``statistics.json``, the sizes this module uses checked to be positive integers."""
+    stats = read_json(path)
+    if not isinstance(stats, dict):
+        raise FlashRNAError(f"{path}: expected a JSON object of statistics")
+    for key in ("num_targets", "seq_length", "pool_width", "target_length"):
+        value = stats.get(key)
+        if key in stats and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise FlashRNAError(f"{path}: {key} is {value!r}, expected a positive integer")
+    return stats
+
+
+def _window_fields(windows: pd.DataFrame) -> dict[str, list]:
+    """A shard meta's per-example chrom, start, end and label lists for ``windows``."""
+    return {
+        "chrom": [str(c) for c in windows["chrom"]],
+        "start": [int(x) for x in windows["start"]],
+        "end": [int(x) for x in windows["end"]],
+        "label": [str(x) for x in windows["label"]],
+    }
 
 
 def _verify_sequence(genome: Genome, sequence: np.ndarray, chrom: str, start: int, where: str):
@@ -269,12 +365,33 @@ def make_dataset(
     (``chrom start end [label]``, all the same length) and the bigWig files named in the
     ``file`` column of ``targets_txt`` (relative paths are relative to the table), with each
     track's pool/clip/scale transform. The input window is the target window ± (seq_length −
-    window) / 2. Finished shards of the same inputs are left alone."""
+    window) / 2.
+
+    Labels name the shard folders, so a label must be a plain name (letters, digits, ``_``,
+    ``-``, ``.``, ``+``; not starting with ``.``): nothing is written outside ``out_dir``. A
+    finished shard is left alone when everything that determines it is unchanged (genome,
+    windows, track table, bigWig sizes, species, lengths) and its arrays are complete. Shards of
+    ``out_dir`` that this BED does not produce (from an earlier run) are named in a warning:
+    training reads every shard of the folder."""
     import pyBigWig
 
+    for name, value in (
+        ("seq_length", seq_length),
+        ("pool_width", pool_width),
+        ("examples_per_shard", examples_per_shard),
+    ):
+        if not isinstance(value, int) or value < 1:
+            raise FlashRNAError(f"{name} must be a positive integer, got {value!r}")
     fasta = Genome(genome)
     bed = read_bed(windows_bed)
     bed["label"] = bed["label"].replace("", default_label)
+    for row, label in enumerate(bed["label"]):
+        if not _PLAIN_LABEL.fullmatch(label):
+            raise FlashRNAError(
+                f"{windows_bed}: row {row + 1}: label '{label}' is not a plain name (letters, "
+                "digits, '_', '-', '.', '+', not starting with '.'): labels name the shard "
+                f"folders {Path(out_dir)}/<label>-<i>, so nothing may point outside --out"
+            )
     table = TrackTable.read(targets_txt)
     target_bp = int((bed["end"] - bed["start"]).iloc[0])
     if ((bed["end"] - bed["start"]) != target_bp).any() or target_bp % pool_width:
@@ -295,8 +412,13 @@ def make_dataset(
         if not path.is_file():
             raise FlashRNAError(f"{targets_txt}: track {identifier}: bigWig {path} not found")
     written = []
-    bigwigs = [pyBigWig.open(str(path)) for path in files]
+    bigwigs = []
     try:
+        for path in files:
+            try:
+                bigwigs.append(pyBigWig.open(str(path)))
+            except RuntimeError:
+                raise FlashRNAError(f"{targets_txt}: {path} is not a readable bigWig") from None
         for label, rows in bed.groupby("label", sort=False):
             for shard_index, first in enumerate(range(0, len(rows), examples_per_shard)):
                 chunk = rows.iloc[first : first + examples_per_shard]
@@ -309,9 +431,15 @@ def make_dataset(
                     "bigwig_sizes": [p.stat().st_size for p in files],
                 }
                 written.append(out)
-                if (out / "meta.json").is_file() and read_json(out / "meta.json").get(
-                    "source"
-                ) == source:
+                fields = {
+                    "species": species,
+                    "genome": fasta.path.name,
+                    "seq_length": seq_length,
+                    "pool_width": pool_width,
+                    "target_length": target_bp // pool_width,
+                    **_window_fields(chunk),
+                }
+                if shard_is_current(out, source, table, **fields):
                     log.info("%s is up to date", out)
                     continue
                 with open_shard(
@@ -341,7 +469,33 @@ def make_dataset(
     finally:
         for bw in bigwigs:
             bw.close()
+    others = sorted(set(find_shards(out_dir)) - set(written), key=str)
+    if others:
+        log.warning(
+            "%s also holds %d shard(s) that %s does not produce (%s): training reads every "
+            "shard of the folder; remove them if they are left from an earlier data set",
+            out_dir,
+            len(others),
+            windows_bed,
+            ", ".join(p.name for p in others[:5]) + (" …" if len(others) > 5 else ""),
+        )
     return written
+
+
+def shards_summary(paths: Sequence[Path], unchanged: Sequence[Path]) -> str:
+    """One line on shards just made: how many written or up to date (``unchanged``),
+    examples, tracks, where."""
+    metas = [read_shard_meta(p) for p in paths]
+    examples = sum(m["num_examples"] for m in metas)
+    first = metas[0]
+    where = paths[0].parent if len(paths) > 1 else paths[0]
+    kept = len(set(paths) & set(unchanged))
+    return (
+        f"{len(paths) - kept} shard(s) written, {kept} up to date: "
+        f"{examples:,} examples × {first['num_tracks']:,} tracks ({first['seq_length']:,}-bp "
+        f"inputs, {first['target_length']:,} bins of {first['pool_width']} bp, "
+        f"{first['species']}) in {where}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,8 +545,24 @@ def register_convert(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--verify-genome", type=Path, default=None, help="FASTA to check each sequence against"
     )
+    parser.add_argument(
+        "--target-dtype",
+        choices=TARGET_DTYPES,
+        default="auto",
+        help="dtype of the records' targets: auto = float16 (Borzoi) in files of base-index "
+        "sequences, float16 or float32 by size in legacy files of one-hot sequences",
+    )
     parser.add_argument("--force", action="store_true", help="convert even if up to date")
     parser.set_defaults(run=_run_convert)
+
+
+def _directory_ids(paths: Sequence[Path]) -> dict[Path, int]:
+    """Inode of each existing directory: a shard rewritten by atomic_directory gets a new one."""
+    return {p: p.stat().st_ino for p in paths if p.is_dir()}
+
+
+def _unchanged(before: dict[Path, int], paths: Sequence[Path]) -> list[Path]:
+    return [p for p in paths if p in before and _directory_ids([p]).get(p) == before[p]]
 
 
 def _run_convert(args: argparse.Namespace) -> None:
@@ -402,7 +572,8 @@ def _run_convert(args: argparse.Namespace) -> None:
     identifiers = None
     if args.identifiers_from is not None:
         identifiers = list(TrackTable.read(args.identifiers_from).identifier)
-    convert_tfrecord(
+    before = _directory_ids([args.out])
+    out = convert_tfrecord(
         args.tfrecord,
         args.bed,
         args.targets,
@@ -413,8 +584,10 @@ def _run_convert(args: argparse.Namespace) -> None:
         statistics=statistics,
         species=args.species,
         genome=Genome(args.verify_genome) if args.verify_genome else None,
+        target_dtype=args.target_dtype,
         force=args.force,
     )
+    print(f"convert {args.tfrecord.name}: {shards_summary([out], _unchanged(before, [out]))}")
 
 
 def register_make_dataset(parser: argparse.ArgumentParser) -> None:
@@ -437,7 +610,8 @@ def register_make_dataset(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_make_dataset(args: argparse.Namespace) -> None:
-    make_dataset(
+    before = _directory_ids(list(args.out.iterdir()) if args.out.is_dir() else [])
+    shards = make_dataset(
         args.genome,
         args.bed,
         args.targets,
@@ -448,3 +622,4 @@ def _run_make_dataset(args: argparse.Namespace) -> None:
         species=args.species,
         default_label=args.default_label,
     )
+    print(f"make-dataset: {shards_summary(shards, _unchanged(before, shards))}")

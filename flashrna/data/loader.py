@@ -18,9 +18,13 @@ resumes mid-epoch; its workers build each batch in place in shared memory.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import re
 import signal
+import weakref
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -30,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flashrna.data.shards import ShardSet
 from flashrna.genome import Genome, reverse_complement
-from flashrna.utils import FlashRNAError
+from flashrna.utils import FlashRNAError, release_inherited_locks
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +176,27 @@ class _Batches(Dataset):
     def __getitem__(self, keys: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
         items = [(index, *self.dataset.augmentation(index, epoch)) for epoch, index in keys]
         in_worker = torch.utils.data.get_worker_info() is not None
-        return self.dataset.batch(items, shared=in_worker)
+        try:
+            return self.dataset.batch(items, shared=in_worker)
+        except (FlashRNAError, OSError) as err:
+            if not in_worker:
+                raise
+            raise LoaderWorkerError(str(err)) from None  # an OSError's names the file
+
+
+class LoaderWorkerError(FlashRNAError):
+    """A bad-input error (or an OSError) raised while a loader worker built a batch.
+
+    PyTorch hands a worker's exception to the main process by calling its class with the
+    worker's formatted traceback; this class keeps only the original message from it, so the
+    user sees the message, not a traceback."""
+
+    def __init__(self, message: str) -> None:
+        caught = re.match(r"Caught \w+ (in DataLoader worker process \d+)", message)
+        if caught:
+            tail = message.rsplit(f"{type(self).__name__}: ", 1)[-1].rstrip("\n")
+            message = f"{tail} (raised {caught.group(1)})"
+        super().__init__(message)
 
 
 class EpochSampler(Sampler):
@@ -236,10 +260,62 @@ class EpochSampler(Sampler):
 
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
+    release_inherited_locks()  # a run's lock must die with the run, not with its workers
     # A scheduler's SIGTERM/SIGINT goes to the whole process group: workers must outlive it
-    # so the trainer can finish its step and write the preemption checkpoint.
+    # so the trainer can finish its step and write the preemption checkpoint. Since they ignore
+    # SIGTERM, the main process kills them itself when it exits (_kill_live_workers).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+# Iterators whose workers may still run. Python's exit would otherwise hang on a worker: the
+# multiprocessing exit handler stops daemonic children with SIGTERM (which our workers ignore)
+# and then waits for them; PyTorch's own shutdown is skipped once Python is exiting, and an
+# exception's traceback keeps the iterator alive until then.
+_LIVE_ITERATORS: weakref.WeakSet = weakref.WeakSet()
+
+
+def _kill_live_workers() -> None:
+    from torch.utils.data._utils import signal_handling
+
+    for iterator in list(_LIVE_ITERATORS):
+        if getattr(iterator, "_worker_pids_set", False):  # else PyTorch reports the kill
+            signal_handling._remove_worker_pids(id(iterator))
+            iterator._worker_pids_set = False
+        for worker in getattr(iterator, "_workers", []):
+            if worker.is_alive():
+                with contextlib.suppress(OSError):
+                    os.kill(worker.pid, signal.SIGKILL)
+                worker.join(timeout=5)
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose worker processes never outlive the main process's exit."""
+
+    def _get_iterator(self):
+        iterator = super()._get_iterator()
+        if self.num_workers:
+            _LIVE_ITERATORS.add(iterator)
+        return iterator
+
+
+# Registered after multiprocessing's exit handler (imported with torch), so it runs first.
+atexit.register(_kill_live_workers)
+
+
+@contextlib.contextmanager
+def batches_of(loader: DataLoader) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
+    """An iterator over ``loader`` whose workers are shut down when the block ends, also on an
+    error (a worker's error then ends the run at once, with its message). Creating it does not
+    draw from the global torch RNG (PyTorch draws a base seed; we shield that draw)."""
+    with torch.random.fork_rng(devices=[]):
+        iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
 
 
 def make_loader(
@@ -275,7 +351,7 @@ def make_loader(
         batch_size=batch_size,
         drop_last=drop_last,
     )
-    return DataLoader(
+    return _Loader(
         _Batches(dataset),
         batch_size=None,  # the sampler yields whole batches, built in place by the dataset
         sampler=sampler,
@@ -308,6 +384,8 @@ class DistillDataset(Dataset):
             )
         self.teacher, self.real, self.weight = teacher, real, float(weight)
         self.tracks = teacher.tracks
+        self.shards = teacher.shards
+        self.seq_length = teacher.seq_length
 
     def __len__(self) -> int:
         return len(self.teacher)

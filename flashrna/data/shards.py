@@ -162,8 +162,10 @@ def open_shard(
     source: dict[str, Any] | None = None,
 ) -> Iterator[ShardWriter]:
     """Write one shard directory example by example (``writer.add(...)``); the directory
-    appears, replacing any old one, only when ``num_examples`` examples were added and the
-    ``with`` block ends without error."""
+    appears, replacing any old shard, only when ``num_examples`` examples were added and the
+    ``with`` block ends without error. A folder there that is not a shard (no meta.json) is
+    refused, never replaced; a second writer of the same directory is refused while this one
+    runs (:func:`flashrna.utils.atomic_directory`)."""
     meta: dict[str, Any] = {
         "format": SHARD_FORMAT,
         "version": SHARD_VERSION,
@@ -176,7 +178,7 @@ def open_shard(
         "num_tracks": len(tracks),
         "source": source or {},
     }
-    with atomic_directory(directory) as tmp:
+    with atomic_directory(directory, marker="meta.json") as tmp:
         writer = ShardWriter(tmp, Path(directory), meta, tracks)
         yield writer
         writer._finish()
@@ -221,7 +223,8 @@ def _natural_key(path: Path) -> list:
 
 def find_shards(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[Path]:
     """Shard directories named by ``paths``: a shard itself, or a folder whose subfolders are
-    shards (in natural name order: ``fold3-2`` before ``fold3-10``)."""
+    shards (in natural name order: ``fold3-2`` before ``fold3-10``). Hidden subfolders are not
+    shards: they are the temporary ``.name.*.partial`` directories of unfinished writes."""
     if isinstance(paths, str | os.PathLike):
         paths = [paths]
     found: list[Path] = []
@@ -229,7 +232,8 @@ def find_shards(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
         if (path / "meta.json").is_file():
             found.append(path)
         elif path.is_dir():
-            found += sorted((p.parent for p in path.glob("*/meta.json")), key=_natural_key)
+            shards = (p.parent for p in path.glob("*/meta.json") if p.parent.name[0] != ".")
+            found += sorted(shards, key=_natural_key)
         else:
             raise FlashRNAError(f"{path}: no such shard or folder of shards")
     if not found:
@@ -237,6 +241,52 @@ def find_shards(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
             f"no shards (folders with meta.json) under {', '.join(map(str, paths))}"
         )
     return found
+
+
+def expected_arrays(meta: dict[str, Any]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+    """``{file name: (dtype, shape)}`` of a shard's arrays, from its ``meta.json``."""
+    n = meta["num_examples"]
+    return {
+        "sequences.npy": (np.dtype(np.uint8), (n, meta["seq_length"])),
+        "targets.npy": (np.dtype(np.float16), (n, meta["num_tracks"], meta["target_length"])),
+    }
+
+
+def check_array(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+    """Error unless ``path`` is a complete ``.npy`` of ``dtype`` and ``shape`` (its header and
+    size are read, nothing is loaded or unpickled)."""
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            found_shape, fortran, found = read_header(handle)
+            offset = handle.tell()
+    except FileNotFoundError:
+        raise FlashRNAError(f"{path}: missing (convert the shard again)") from None
+    except (ValueError, OSError) as err:
+        raise FlashRNAError(
+            f"{path}: not a NumPy .npy file ({err}); convert the shard again"
+        ) from None
+    if found.hasobject:
+        raise FlashRNAError(
+            f"{path}: holds Python objects (dtype {found}), which are never unpickled; a shard "
+            f"stores {dtype} {list(shape)}: convert the shard again"
+        )
+    if found != dtype or tuple(found_shape) != tuple(shape) or fortran:
+        raise FlashRNAError(
+            f"{path}: {found} {list(found_shape)}{' (Fortran order)' if fortran else ''}, but its "
+            f"meta.json describes {dtype} {list(shape)}: convert the shard again"
+        )
+    size = path.stat().st_size
+    if size != offset + dtype.itemsize * int(np.prod(shape)):
+        raise FlashRNAError(
+            f"{path}: {size} bytes, {offset + dtype.itemsize * int(np.prod(shape))} expected "
+            "(truncated?): convert the shard again"
+        )
 
 
 @dataclass
@@ -247,12 +297,77 @@ class _Shard:
     targets: np.ndarray | None = None
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """``sequences.npy`` ``[N, L]`` and ``targets.npy`` ``[N, T, B]``, memory-mapped on first
-        use."""
+        """``sequences.npy`` ``[N, L]`` and ``targets.npy`` ``[N, T, B]``, checked against
+        ``meta.json`` and memory-mapped on first use."""
         if self.sequences is None or self.targets is None:
-            self.sequences = np.load(self.path / "sequences.npy", mmap_mode="r")
-            self.targets = np.load(self.path / "targets.npy", mmap_mode="r")
+            arrays = []
+            for name, (dtype, shape) in expected_arrays(self.meta).items():
+                check_array(self.path / name, dtype, shape)
+                arrays.append(np.load(self.path / name, mmap_mode="r", allow_pickle=False))
+            self.sequences, self.targets = arrays
         return self.sequences, self.targets
+
+
+META_TYPES = {
+    "species": str,
+    "genome": str,
+    "seq_length": int,
+    "pool_width": int,
+    "target_length": int,
+    "num_examples": int,
+    "num_tracks": int,
+    "chrom": list,
+    "start": list,
+    "end": list,
+    "label": list,
+}
+
+
+def read_shard_meta(path: Path) -> dict[str, Any]:
+    """A shard's ``meta.json``, its format, version and field types checked."""
+    meta = read_json(path / "meta.json")
+    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT:
+        raise FlashRNAError(f"{path}/meta.json: not a {SHARD_FORMAT} (convert it again)")
+    if meta.get("version") != SHARD_VERSION:
+        raise FlashRNAError(
+            f"{path}: not a version-{SHARD_VERSION} {SHARD_FORMAT} (convert it again)"
+        )
+    for key, kind in META_TYPES.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise FlashRNAError(
+                f"{path}/meta.json: '{key}' is {value!r}, expected {kind.__name__} "
+                "(convert the shard again)"
+            )
+    n = meta["num_examples"]
+    if any(len(meta[key]) != n for key in ("chrom", "start", "end", "label")):
+        raise FlashRNAError(
+            f"{path}/meta.json: chrom/start/end/label do not all have num_examples {n} entries"
+        )
+    return meta
+
+
+def shard_is_current(
+    path: str | os.PathLike, source: dict[str, Any], tracks: TrackTable, **fields: Any
+) -> bool:
+    """Whether ``path`` is a complete shard written from ``source`` with ``tracks`` and the
+    given meta ``fields`` (species, genome, seq_length, ...): everything that determines its
+    content. A damaged or different shard is not current (it is written again)."""
+    path = Path(path)
+    if not (path / "meta.json").is_file():
+        return False
+    try:
+        meta = read_shard_meta(path)
+        if meta.get("source") != source or any(meta.get(k) != v for k, v in fields.items()):
+            return False
+        if (path / "targets.txt").read_text() != tracks.to_text():
+            return False
+        for name, (dtype, shape) in expected_arrays(meta).items():
+            check_array(path / name, dtype, shape)
+    except (FlashRNAError, OSError) as err:
+        log.warning("%s is incomplete or damaged (%s); writing it again", path, err)
+        return False
+    return True
 
 
 class ShardSet:
@@ -272,12 +387,11 @@ class ShardSet:
         self._shards: list[_Shard] = []
         table_text = None
         for path in find_shards(paths):
-            meta = read_json(path / "meta.json")
-            if meta.get("format") != SHARD_FORMAT or meta.get("version") != SHARD_VERSION:
-                raise FlashRNAError(
-                    f"{path}: not a version-{SHARD_VERSION} {SHARD_FORMAT} (convert it again)"
-                )
-            text = (path / "targets.txt").read_bytes()
+            meta = read_shard_meta(path)
+            try:
+                text = (path / "targets.txt").read_bytes()
+            except FileNotFoundError:
+                raise FlashRNAError(f"{path}: targets.txt missing (convert it again)") from None
             if not self._shards:
                 table_text, self.meta = text, meta
                 self.tracks = TrackTable.read(path / "targets.txt")
@@ -346,6 +460,12 @@ class ShardSet:
             raise IndexError(f"example {index} of {len(self)}")
         sequences, targets = self._shards[self.shard_of[index]].arrays()
         return sequences, targets, int(self.row_of[index])
+
+    def describe(self, index: int) -> str:
+        """Where example ``index`` is stored: ``<shard> record <row> (chrom:start-end)``."""
+        chrom, start, end = self.window(index)
+        shard = self.shards[self.shard_of[index]]
+        return f"{shard} record {self.row_of[index]} ({chrom}:{start}-{end})"
 
     def window(self, index: int) -> tuple[str, int, int]:
         """The target window ``(chrom, start, end)`` of example ``index``."""

@@ -30,15 +30,28 @@ Output directory (``--out``)::
     metrics.json              summary of the finished run
     model/                    the final model (best validation, or last): marks the run finished;
                               holds targets-<species>.txt, the tracks of each head
+    .flashrna.lock            while a run is going: its pid, host, start time and command
 
 Resume. Restarting the same command continues from the newest checkpoint: weights, optimiser
 moments, the step (the learning-rate schedule is a function of it), the torch/CUDA/NumPy/Python
 RNG states of every rank and each species' data position (epoch, examples used), so the run
 continues exactly as if never stopped. SIGTERM or SIGINT (cluster preemption, Ctrl-C) finishes the
 current step, writes a checkpoint and exits with 128 + the signal number. A non-finite loss or
-gradient norm stops the run with :class:`NonFiniteLossError` before the optimiser step; no
-checkpoint is written then, so the last good one stays. A finished run (``model/`` and
-``metrics.json`` present) is not run again.
+gradient norm stops the run with :class:`NonFiniteLossError` before the optimiser step, naming
+the shard and record of the examples whose targets are not finite (or saying the model
+diverged); no checkpoint is written then, so the last good one stays.
+
+Safety. The config is checked key by key (type and range) before anything is written. One run
+at a time per ``--out``: the folder is locked (``flock``, released by the kernel when the run
+ends or is killed), so a second run is refused with the first one's pid, host and start time,
+and a lock left by a killed run is taken over. A resume whose newest checkpoint cannot be read
+back (a truncated file, a wrong-typed ``state.json`` field) moves it to
+``checkpoints/damaged-step-N``, says so and resumes from the newest intact one. A failed write
+(disk full) stops the run with a message; the previous checkpoint stays intact. A torn last line
+of ``metrics.jsonl`` is dropped with a warning. A finished run (``model/`` and
+``metrics.json`` present) is not run again under the same config; under another config or seed
+the call fails, naming the keys that changed (use another ``--out``). On a CPU, a big model
+(the paper preset) is announced with its expected time per step.
 
 Multi-GPU: ``torchrun --nproc-per-node N $(which flashrna) train ...`` (or ``python -m
 torch.distributed.run ... -m flashrna.cli train ...``) runs DistributedDataParallel, NCCL on CUDA,

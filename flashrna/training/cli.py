@@ -33,8 +33,10 @@ The run is described by a YAML config (defaults: the paper's values; print them 
 Outputs in --out: config.yaml, metrics.jsonl (training and validation records),
 checkpoints/step-N/, best/ (best validation model), and when done metrics.json and model/
 (the final model, which marks the run finished). Re-running the same command resumes from the
-newest checkpoint exactly; SIGTERM/SIGINT write a checkpoint and exit (code 128+signal); a
-finished run is not run again. Replicates: the same config with another --seed.
+newest intact checkpoint exactly; SIGTERM/SIGINT write a checkpoint and exit (code 128+signal);
+a finished run is not run again, and re-running it under another config or seed fails, naming
+the keys that changed. One run at a time per --out (a second one is refused, naming the first).
+Replicates: the same config with another --seed, in another --out.
 
 Several GPUs: torchrun --nproc-per-node N $(which flashrna) train <same options>.
 """

@@ -26,11 +26,13 @@ from torch.utils.data import Dataset
 
 from flashrna.bench.timing import peak_memory_bytes, reset_peak_memory
 from flashrna.data import DistillDataset, ShardSet, TrackDataset, make_loader
+from flashrna.data.loader import batches_of
 from flashrna.metrics import StreamingPearson, per_group_mean
 from flashrna.model import (
     FlashRNA,
     ModelConfig,
     build_model,
+    flop_counts,
     load_model,
     model_config,
     read_model_config,
@@ -40,22 +42,32 @@ from flashrna.tracks import TrackTable
 from flashrna.training.checkpoint import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_VERSION,
+    DamagedCheckpoint,
     checkpoint_dirs,
     optimizer_state_from_files,
     optimizer_state_to_files,
+    read_state,
+    read_tensors,
     rng_state,
     set_rng_state,
 )
-from flashrna.training.config import config_differences, flatten_config
+from flashrna.training.config import (
+    config_differences,
+    default_num_workers,
+    flatten_config,
+    resolve_config,
+)
 from flashrna.training.objective import CroppedModel, batch_loss, build_optimizer, learning_rate
 from flashrna.utils import (
     FlashRNAError,
     atomic_directory,
     atomic_file,
+    exclusive_lock,
     read_json,
     resolve_device,
     seed_everything,
     write_json,
+    write_safetensors,
 )
 
 log = logging.getLogger(__name__)
@@ -111,6 +123,47 @@ def setup_distributed(device: str | torch.device | None) -> Distributed:
 # --------------------------------------------------------------------------------------------
 # Data
 # --------------------------------------------------------------------------------------------
+
+
+CPU_WARNING_PARAMETERS = 10_000_000  # smaller models (tiny, tests, demos) train fast on a CPU
+CPU_WARNING_SECONDS = 10.0
+FLOP_COUNT_LENGTHS = (8_192, 16_384)  # counting at full length takes longer than it tells
+
+
+def cpu_matmul_rate(seconds: float = 0.2) -> float:
+    """FLOP/s of this CPU on fp32 matrix multiplies of 512 x 512 (all torch threads)."""
+    a, b = torch.randn(512, 512), torch.randn(512, 512)
+    a @ b  # warm-up
+    count, began = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - began) < seconds:
+        a @ b
+        count += 1
+    return 2 * 512**3 * count / elapsed
+
+
+def cpu_step_estimate(config: ModelConfig, seq_length: int, batch_size: int) -> dict[str, float]:
+    """Expected seconds per optimiser step on this CPU: training FLOPs per example (3 x the
+    forward, the backward costing about twice the forward) times ``batch_size``, divided by
+    :func:`cpu_matmul_rate`. The forward's FLOPs are counted by
+    :func:`flashrna.model.flop_counts` at the two :data:`FLOP_COUNT_LENGTHS` and extrapolated to
+    ``seq_length`` as ``a·L + b·L²`` (convolutions and projections grow linearly with the
+    length, attention quadratically)."""
+    short, long = FLOP_COUNT_LENGTHS
+    if seq_length <= long:
+        forward = float(flop_counts(config, seq_length)["total"])
+    else:
+        f1, f2 = (flop_counts(config, length)["total"] for length in FLOP_COUNT_LENGTHS)
+        quadratic = (f2 / long - f1 / short) / (long - short)
+        linear = f1 / short - quadratic * short
+        forward = linear * seq_length + quadratic * seq_length**2
+    rate = cpu_matmul_rate()
+    per_example = 3 * forward
+    return {
+        "flops_per_example": per_example,
+        "flops_per_second": rate,
+        "counted_length": min(seq_length, long),
+        "seconds_per_step": per_example * batch_size / rate,
+    }
 
 
 @dataclass
@@ -182,8 +235,8 @@ def training_batches(
 
     An epoch is the first ``len // batch_size * batch_size`` examples of the epoch's
     permutation, so every step's batch lies in one epoch, whatever the number of processes.
-    Creating a DataLoader iterator draws a seed from the global torch RNG; we shield that draw,
-    so dropout masks do not depend on where epochs begin or runs resume."""
+    Creating a DataLoader iterator draws a seed from the global torch RNG; :func:`batches_of`
+    shields that draw, so dropout masks do not depend on where epochs begin or runs resume."""
     per_epoch = len(dataset) // batch_size * batch_size
     if per_epoch == 0:
         raise FlashRNAError(
@@ -204,14 +257,12 @@ def training_batches(
             pin_memory=world.device.type == "cuda",
             drop_last=True,
         )
-        with torch.random.fork_rng(devices=[]):
-            batches = iter(loader)
-        for batch in batches:
-            if position.examples >= per_epoch:
-                break
-            position.examples += micro_batch_size * world.world_size
-            yield batch
-        del batches
+        with batches_of(loader) as batches:
+            for batch in batches:
+                if position.examples >= per_epoch:
+                    break
+                position.examples += micro_batch_size * world.world_size
+                yield batch
         position.epoch, position.examples = position.epoch + 1, 0
 
 
@@ -271,6 +322,10 @@ class Trainer:
         }
         self.total_steps = self._total_steps()
         self.model_config = self._model_config()
+        workers = cfg["data"]["num_workers"]
+        self.num_workers = default_num_workers() if workers is None else int(workers)
+        if self.device.type == "cpu" and self.world.main:
+            self._warn_if_slow_on_cpu()
         self.stop_signal: int | None = None
         self.tensorboard = None
         self.batches: dict[str, Iterator[dict[str, Tensor]]] = {}
@@ -301,6 +356,37 @@ class Trainer:
             base = read_model_config(init)[0].to_dict()
             return ModelConfig.from_dict({**base, **overrides}, f"model.init {init} + overrides")
         return model_config(self.config["model"]["preset"], **overrides)
+
+    def _warn_if_slow_on_cpu(self) -> None:
+        """Warn, with the expected time per step, before a big model trains on the CPU (the
+        paper preset takes minutes per step there)."""
+        with torch.device("meta"):
+            parameters = sum(p.numel() for p in FlashRNA(self.model_config).parameters())
+        if parameters < CPU_WARNING_PARAMETERS:
+            return
+        lengths = [d.train.seq_length for d in self.data.values()]
+        estimate = cpu_step_estimate(self.model_config, max(lengths), self.batch_size)
+        if estimate["seconds_per_step"] < CPU_WARNING_SECONDS:
+            return
+        hours = estimate["seconds_per_step"] * self.total_steps / 3600
+        log.warning(
+            "training a %.1f M-parameter model (preset %s) on the CPU: about %.0f s per step, "
+            "%.0f h for %d steps. Estimate: %.1f TFLOP per training example (3 x the forward's "
+            "FLOPs, counted by PyTorch's FlopCounterMode up to %s bp and extrapolated to %s bp) x "
+            "batch %d, at the %.0f GFLOP/s this CPU reaches on a matrix multiply. Use a GPU "
+            "(--device cuda), or for a trial a small model and short inputs (--set "
+            "model.preset=tiny --set data.seq_length=...)",
+            parameters / 1e6,
+            self.config["model"]["preset"],
+            estimate["seconds_per_step"],
+            hours,
+            self.total_steps,
+            estimate["flops_per_example"] / 1e12,
+            f"{estimate['counted_length']:,}",
+            f"{max(lengths):,}",
+            self.batch_size,
+            estimate["flops_per_second"] / 1e9,
+        )
 
     def _new_model(self) -> FlashRNA:
         torch.manual_seed(int(self.config["seed"]))  # the same initial weights on every rank
@@ -363,7 +449,7 @@ class Trainer:
         self.step = 0
         self.examples_seen = 0
         if checkpoints:
-            self._restore(checkpoints[-1])
+            self._restore_newest_intact(checkpoints)
         else:
             self.model = self._freeze(self._new_model()).to(self.device)
             self.optimizer = build_optimizer(self.model, self.config["train"])
@@ -387,7 +473,7 @@ class Trainer:
                 micro_batch_size=self.micro_batch_size,
                 seed=seed,
                 world=self.world,
-                num_workers=int(self.config["data"]["num_workers"]),
+                num_workers=self.num_workers,
             )
             for name in self.species
         }
@@ -501,8 +587,11 @@ class Trainer:
         the gradient norm before clipping, and whether any process asked to stop."""
         train = self.config["train"]
         losses = []
+        self.step_examples: list[tuple[Tensor, Tensor]] = []  # (index, targets finite?)
         for micro in range(self.accumulate):
             batch = next(self.batches[species])
+            finite = torch.isfinite(batch["targets"]).flatten(1).all(1)
+            self.step_examples.append((batch["index"], finite))
             syncing = self.ddp is None or micro == self.accumulate - 1
             with contextlib.nullcontext() if syncing else self.ddp.no_sync():
                 loss = batch_loss(
@@ -545,10 +634,26 @@ class Trainer:
         last = (
             f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint yet"
         )
+        shards = self.data[species].train.shards
+        index = torch.cat([i for i, _ in self.step_examples])
+        finite = torch.cat([f for _, f in self.step_examples])
+        bad = [shards.describe(int(i)) for i in index[~finite]]
+        if bad:
+            cause = (
+                f"non-finite targets in {len(bad)} example(s): {'; '.join(bad[:4])}"
+                f"{' …' if len(bad) > 4 else ''}. Fix or remove those shards (convert them "
+                "again), then run again"
+            )
+        else:
+            shown = "; ".join(shards.describe(int(i)) for i in index[:4])
+            cause = (
+                f"the targets of this process's examples are finite ({shown}"
+                f"{' …' if len(index) > 4 else ''}), so the model diverged: lower "
+                "train.learning_rate or train.clip_grad_norm"
+            )
         raise NonFiniteLossError(
             f"{self.out}: step {self.step + 1} ({species} batch): {what}; stopped without "
-            f"updating the weights or writing a checkpoint ({last}). Lower "
-            "train.learning_rate or train.clip_grad_norm, or check the shards for bad targets."
+            f"updating the weights or writing a checkpoint ({last}). Cause: {cause}."
         )
 
     # -- logging -------------------------------------------------------------------------------
@@ -556,23 +661,50 @@ class Trainer:
     def _record(self, record: dict[str, Any]) -> None:
         if not self.world.main:
             return
-        with open(self.out / "metrics.jsonl", "a") as handle:
+        path = self.out / "metrics.jsonl"
+        with self._writing(path), open(path, "a") as handle:
             handle.write(json.dumps(record, default=float) + "\n")
         if self.tensorboard is not None:
             for key, value in flatten_config(record).items():
                 if isinstance(value, int | float) and key not in ("step",):
                     self.tensorboard.add_scalar(f"{record['kind']}/{key}", value, record["step"])
 
+    def _read_metrics(self) -> list[dict[str, Any]]:
+        """The records of ``metrics.jsonl``. A torn last line (a run stopped while writing it)
+        is dropped with a warning; a damaged line before it is an error naming it."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+                    raise ValueError("not a record with a step")
+            except ValueError as err:
+                if number == len(lines):
+                    log.warning("%s: ignoring its incomplete last line (%.60s)", path, line)
+                    continue
+                raise FlashRNAError(
+                    f"{path}: line {number} is not a metrics record ({err}); remove that line "
+                    "and run again"
+                ) from None
+            records.append(record)
+        return records
+
     def _trim_metrics(self) -> None:
-        """Drop records past the step we resume from: those steps run again."""
+        """Drop records past the step we resume from (those steps run again) and a torn last
+        line."""
         path = self.out / "metrics.jsonl"
         if not path.is_file():
             return
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= self.step]
-        if len(kept) != len(lines):
-            with atomic_file(path) as handle:
-                handle.write("".join(line + "\n" for line in kept))
+        records = self._read_metrics()
+        kept = [record for record in records if record["step"] <= self.step]
+        text = "".join(json.dumps(record, default=float) + "\n" for record in kept)
+        if text != path.read_text():
+            with self._writing(path), atomic_file(path) as handle:
+                handle.write(text)
 
     def _log_train(self, interval: dict[str, Any], grad_norm: float) -> None:
         seconds = time.perf_counter() - interval["time"]
@@ -628,27 +760,25 @@ class Trainer:
                 rank=self.world.rank,
                 world_size=self.world.world_size,
                 even_shards=False,
-                num_workers=min(int(self.config["data"]["num_workers"]), 2),
+                num_workers=min(self.num_workers, 2),
             )
             remaining = len(range(self.world.rank, size, self.world.world_size))
             pearson = StreamingPearson(len(data.tracks), self.device)
-            with torch.random.fork_rng(devices=[]):
-                batches = iter(loader)
-            for batch in batches:
-                if remaining <= 0:
-                    break
-                batch = {k: v[:remaining] for k, v in batch.items()}
-                remaining -= len(batch["index"])
-                targets = batch["targets"].to(self.device)
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                    prediction = self.cropped(
-                        batch["sequence"].to(self.device),
-                        name,
-                        batch["crop_start"],
-                        targets.shape[1],
-                    )
-                pearson.update(prediction.float(), targets.float())
-            del batches
+            with batches_of(loader) as batches:
+                for batch in batches:
+                    if remaining <= 0:
+                        break
+                    batch = {k: v[:remaining] for k, v in batch.items()}
+                    remaining -= len(batch["index"])
+                    targets = batch["targets"].to(self.device)
+                    with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                        prediction = self.cropped(
+                            batch["sequence"].to(self.device),
+                            name,
+                            batch["crop_start"],
+                            targets.shape[1],
+                        )
+                    pearson.update(prediction.float(), targets.float())
             if self.world.active:
                 states = [torch.zeros_like(pearson.state) for _ in range(self.world.world_size)]
                 dist.all_gather(states, pearson.state)
@@ -698,7 +828,7 @@ class Trainer:
 
     def _save_model_dir(self, path: Path, model: FlashRNA | None = None) -> None:
         """A model directory (save_model) plus each head's track table, atomically."""
-        with atomic_directory(path) as tmp:
+        with self._writing(path), atomic_directory(path, marker="config.json") as tmp:
             save_model(
                 model or self.model,
                 tmp,
@@ -708,8 +838,6 @@ class Trainer:
                 data.tracks.write(tmp / f"targets-{name}.txt")
 
     def _save_checkpoint(self) -> None:
-        from safetensors.torch import save_file
-
         states = [rng_state(self.device)]
         if self.world.active:
             states = [None] * self.world.world_size
@@ -723,10 +851,10 @@ class Trainer:
                 for kind in ("torch", "cuda")
                 if kind in state
             }
-            with atomic_directory(path) as tmp:
+            with self._writing(path), atomic_directory(path, marker="state.json") as tmp:
                 save_model(self.model, tmp / "model", {"step": self.step})
-                save_file(tensors, str(tmp / "optimizer.safetensors"))
-                save_file(rng_tensors, str(tmp / "rng.safetensors"))
+                write_safetensors(tmp / "optimizer.safetensors", tensors)
+                write_safetensors(tmp / "rng.safetensors", rng_tensors)
                 write_json(
                     tmp / "state.json",
                     {
@@ -747,12 +875,56 @@ class Trainer:
             log.info("checkpoint %s", path)
         self.world.barrier()
 
-    def _restore(self, path: Path) -> None:
-        from safetensors.torch import load_file
+    @contextlib.contextmanager
+    def _writing(self, path: Path) -> Iterator[None]:
+        """Turn a failed write (disk full, permissions) into an error that names ``path``,
+        says the last checkpoint is intact and how to go on."""
+        try:
+            yield
+        except OSError as err:
+            checkpoints = checkpoint_dirs(self.out)
+            last = (
+                f"the last checkpoint, {checkpoints[-1]}, is intact: once space is freed in "
+                f"{self.out} (or its permissions fixed), the same command resumes from it"
+                if checkpoints
+                else "no checkpoint was written yet: once space is freed in "
+                f"{self.out} (or its permissions fixed), the same command starts again"
+            )
+            raise FlashRNAError(
+                f"{path}: could not be written ({err.strerror or err}); the run stopped at "
+                f"step {self.step} and {last}"
+            ) from None
 
-        state = read_json(path / "state.json")
-        if state.get("format") != CHECKPOINT_FORMAT or state.get("version") != CHECKPOINT_VERSION:
-            raise FlashRNAError(f"{path}: not a version-{CHECKPOINT_VERSION} training checkpoint")
+    def _restore_newest_intact(self, checkpoints: list[Path]) -> None:
+        """Resume from the newest checkpoint that reads back whole; damaged newer ones are
+        moved aside (``checkpoints/damaged-step-N``) and named."""
+        damaged: list[str] = []
+        for path in reversed(checkpoints):
+            try:
+                self._restore(path)
+            except DamagedCheckpoint as err:
+                damaged.append(str(err))
+                moved = path.with_name(f"damaged-{path.name}")
+                shutil.rmtree(moved, ignore_errors=True)
+                os.replace(path, moved)
+                log.warning("checkpoint %s is damaged (%s); moved to %s", path, err, moved.name)
+                continue
+            if damaged:
+                log.warning(
+                    "resuming from %s, the newest intact checkpoint (step %d), instead of the "
+                    "damaged newer one(s)",
+                    path,
+                    self.step,
+                )
+            return
+        raise FlashRNAError(
+            f"{self.out}: no intact checkpoint to resume from ({'; '.join(damaged)}). The "
+            f"damaged ones are now {self.out}/checkpoints/damaged-*; to start again from step "
+            f"0, move {self.out} away (or use another --out)"
+        )
+
+    def _restore(self, path: Path) -> None:
+        state = read_state(path)
         differ = config_differences(state["config"], self.config)
         if differ:
             stored, current = flatten_config(state["config"]), flatten_config(self.config)
@@ -761,27 +933,31 @@ class Trainer:
                 f"{path}: the config differs from the one this run started with ({detail}); "
                 "use a new --out directory for a new run"
             )
-        self.model = self._freeze(
-            load_model(path / "model", expected_config=self.model_config, device=self.device)
-        )
-        self.optimizer = build_optimizer(self.model, self.config["train"])
-        self.optimizer.load_state_dict(
-            optimizer_state_from_files(
-                load_file(str(path / "optimizer.safetensors")), state["optimizer"]
+        try:
+            model = load_model(
+                path / "model", expected_config=self.model_config, device=self.device
             )
-        )
-        self.step = int(state["step"])
-        self.examples_seen = int(state["examples_seen"])
-        self.best = state["best"]
-        for name, value in state["positions"].items():
-            self.positions[name] = Position(**value)
+        except (FlashRNAError, TypeError, ValueError, KeyError) as err:
+            raise DamagedCheckpoint(f"{path}/model: {err}") from None
+        model = self._freeze(model)
+        optimizer = build_optimizer(model, self.config["train"])
+        tensors = read_tensors(path / "optimizer.safetensors")
+        try:
+            optimizer.load_state_dict(optimizer_state_from_files(tensors, state["optimizer"]))
+        except (KeyError, ValueError, TypeError, RuntimeError) as err:
+            raise DamagedCheckpoint(f"{path}: the optimizer state does not fit ({err})") from None
         rank = self.world.rank
         if state["world_size"] == self.world.world_size:
-            rng = load_file(str(path / "rng.safetensors"))
+            rng = read_tensors(path / "rng.safetensors")
+            if f"torch.{rank}" not in rng or len(state["rng"]) != self.world.world_size:
+                raise DamagedCheckpoint(f"{path}: no RNG state for process {rank}")
             own = {"torch": rng[f"torch.{rank}"], **state["rng"][rank]}
             if f"cuda.{rank}" in rng:
                 own["cuda"] = rng[f"cuda.{rank}"]
-            set_rng_state(own, self.device)
+            try:
+                set_rng_state(own, self.device)
+            except (ValueError, TypeError, RuntimeError) as err:
+                raise DamagedCheckpoint(f"{path}: unusable RNG state ({err})") from None
         else:
             log.warning(
                 "%s was written by %d processes, this run has %d: the data order continues, "
@@ -791,6 +967,12 @@ class Trainer:
                 self.world.world_size,
             )
             self._seed_process()
+        self.model, self.optimizer = model, optimizer
+        self.step = state["step"]
+        self.examples_seen = state["examples_seen"]
+        self.best = state["best"]
+        for name, value in state["positions"].items():
+            self.positions[name] = Position(**value)
         log.info("resuming from %s (step %d)", path, self.step)
 
     def _finish(self, status: str) -> None:
@@ -812,16 +994,13 @@ class Trainer:
             "batch_size": self.batch_size,
             "seed": self.config["seed"],
         }
-        write_json(self.out / "metrics.json", summary)
+        with self._writing(self.out / "metrics.json"):
+            write_json(self.out / "metrics.json", summary)
         self._save_model_dir(self.out / "model", final)  # written last: marks the run finished
         log.info("finished %s: model/ from step %s", self.out, self.best["step"] or self.step)
 
     def _last_validation(self) -> dict | None:
-        path = self.out / "metrics.jsonl"
-        if not path.is_file():
-            return None
-        records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        valid = [r for r in records if r["kind"] == "valid"]
+        valid = [r for r in self._read_metrics() if r.get("kind") == "valid"]
         best = [r for r in valid if r["step"] == self.best["step"]]
         return (best or valid or [None])[-1]
 
@@ -832,9 +1011,57 @@ def train(
     device: str | torch.device | None = None,
     stop_at_step: int | None = None,
 ) -> TrainResult:
-    """Train (or resume, or skip a finished) run of ``config`` (:func:`load_config`) in ``out``.
-    ``stop_at_step`` checkpoints and returns at that step, as a preemption would."""
-    if (Path(out) / "model" / "config.json").is_file() and (Path(out) / "metrics.json").is_file():
-        log.info("%s: finished before (model/, metrics.json); nothing to do", out)
-        return TrainResult("already-finished", -1, Path(out))
-    return Trainer(config, out, device).run(stop_at_step)
+    """Train (or resume, or skip a finished) run of ``config`` in ``out``. ``config``: from
+    :func:`load_config`, or a mapping of the keys that differ from the defaults (it is checked
+    by :func:`resolve_config` either way). ``stop_at_step`` checkpoints and returns at that
+    step, as a preemption would.
+
+    ``out`` is locked while the run lasts (``out/.flashrna.lock``, see
+    :func:`flashrna.utils.exclusive_lock`): a second run there is refused, naming the first.
+    A finished run (``model/`` and ``metrics.json``) is not run again when its config (seed
+    included) is the same apart from :data:`RESULT_NEUTRAL` keys; under another config the call
+    is refused, naming the keys that changed."""
+    config = resolve_config(config)
+    out = Path(out)
+    new = not out.exists()
+    main = int(os.environ.get("RANK", "0")) == 0  # torchrun: one lock for the run, on rank 0
+    lock = exclusive_lock(out / LOCK_FILE, f"training run folder {out}")
+    try:
+        with lock if main else contextlib.nullcontext():
+            if (out / "model" / "config.json").is_file() and (out / "metrics.json").is_file():
+                _check_finished_config(out, config)
+                log.info("%s: finished before with this config; nothing to do", out)
+                return TrainResult("already-finished", -1, out)
+            return Trainer(config, out, device).run(stop_at_step)
+    except Exception:
+        if new and main and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty folder
+        raise
+
+
+LOCK_FILE = ".flashrna.lock"
+# Keys that do not change a finished run's result: how fast it ran and what it logged.
+RESULT_NEUTRAL = ("data.num_workers", "train.compile", "checkpoint.", "log.")
+
+
+def _check_finished_config(out: Path, config: Mapping[str, Any]) -> None:
+    """Error naming the keys in which ``config`` differs from the finished run's in ``out``."""
+    metadata = read_json(out / "model" / "config.json").get("metadata", {})
+    stored = metadata.get("train_config") if isinstance(metadata, dict) else None
+    if not isinstance(stored, dict):
+        raise FlashRNAError(
+            f"{out}/model/config.json records no training config; cannot tell whether the "
+            f"finished run in {out} matches this one: use another --out"
+        )
+    current = json.loads(json.dumps(config))
+    differ = config_differences(stored, current, neutral=RESULT_NEUTRAL)
+    if differ:
+        old, new = flatten_config(stored), flatten_config(current)
+        detail = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ[:8])
+        more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise FlashRNAError(
+            f"{out} holds a run that finished under another config ({detail}{more}). Its "
+            "model/ was trained with the old values. To train with the new ones, use another "
+            f"--out (a replicate: one folder per seed), or remove {out}; to keep the finished "
+            "run, run again with its config (config.yaml there)"
+        )
