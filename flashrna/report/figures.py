@@ -21,21 +21,11 @@ from flashrna.report.tables import (
     model_rows,
     summaries_of,
 )
-from flashrna.utils import FlashRNAError, atomic_file, atomic_path
+from flashrna.utils import FlashRNAError, atomic_file, save_figure
 
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
-
-
-def save_figure(figure, path: str | Path) -> list[Path]:
-    """Write a matplotlib figure as ``path`` (PNG) and as PDF beside it, atomically."""
-    path = Path(path)
-    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for target in paths:
-        with atomic_path(target) as tmp:
-            figure.savefig(tmp, dpi=200, format=target.suffix[1:])
-    return paths
 
 
 @dataclass
