@@ -235,3 +235,40 @@ def test_locus_arguments_are_checked(demo):
     argv += ["--crop-bins", str(CROP), "--out", str(demo["root"] / "x.png")]
     assert main([*argv, "--observed-bigwig", "nope.bw"]) == 1
     assert not (demo["root"] / "x.png").exists()
+
+
+def test_observed_bigwig_coverage_is_pooled_into_the_predicted_bins(demo, tmp_path):
+    import pyBigWig
+
+    from flashrna.plot_locus import observed_from_bigwigs
+
+    gene = demo["gene"]
+    dnase, rna = sorted(demo["tracks"])[:2]  # a mean track and a sum_sqrt one
+    model = load_flashrna([str(demo["models"][0])], "human", None, torch.device("cpu"))
+    assert list(model.tracks.sum_stat[model.columns([dnase, rna])]) == ["mean", "sum_sqrt"]
+    region = f"{gene.chrom}:{gene.start + 1}-{gene.end}"
+    data = predict_locus(
+        [model],
+        Genome(demo["fasta"]),
+        locate(region=region),
+        identifiers=[dnase, rna],
+        length=LENGTH,
+        crop_bins=CROP,
+        device="cpu",
+    )
+    # Per-bp coverage x mod 7 over the predicted bins (and nothing elsewhere).
+    lo, hi = int(data.edges[0]), int(data.edges[-1])
+    path = tmp_path / "observed.bw"
+    bigwig = pyBigWig.open(str(path), "w")
+    bigwig.addHeader([(gene.chrom, Genome(demo["fasta"]).lengths[gene.chrom])])
+    positions = np.arange(lo, hi)
+    bigwig.addEntries(gene.chrom, lo, values=(positions % 7).astype(float), span=1, step=1)
+    bigwig.close()
+    observed = observed_from_bigwigs({dnase: path, rna: path}, data, model)
+    per_bin = (positions % 7).reshape(-1, 32)
+    for track, expected in ((dnase, per_bin.mean(axis=1)), (rna, per_bin.sum(axis=1))):
+        edges, values = observed[track]
+        assert list(edges) == list(data.edges)
+        np.testing.assert_allclose(values, expected, rtol=1e-6)
+    with pytest.raises(FlashRNAError, match="not a plotted track"):
+        observed_from_bigwigs({"DNASE": path}, data, model)
