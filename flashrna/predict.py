@@ -59,6 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from flashrna.data import ShardSet, find_shards, open_shard, read_bed, split_labels
 from flashrna.genome import Genome
@@ -246,8 +247,6 @@ def predict_windows(
 
     out = Path(out)
     with atomic_directory(out) as tmp:
-        from tqdm.auto import tqdm
-
         array = np.lib.format.open_memmap(
             tmp / "predictions.npy", "w+", np.dtype(dtype), (len(windows), bins, num_tracks)
         )
@@ -335,7 +334,9 @@ def register_predict(parser: argparse.ArgumentParser) -> None:
         "Predict tracks with a model or an ensemble (the mean of the members), forward and "
         "reverse-complement averaged, for the examples of a shard set and/or the rows of a BED "
         "file. Writes --out DIR: predictions.npy [windows, bins, tracks], windows.bed (the "
-        "genomic span of the bins), targets.txt and meta.json."
+        "genomic span of the bins), targets.txt and meta.json; with --format bigwig, "
+        "bigwig/<track>.<space>.bw for a genome browser and bigwig/tracks.json (space, units, "
+        "each file's track)."
     )
     _add_model_arguments(parser)
     parser.add_argument("--shards", nargs="+", default=[], help="shard folders (windows)")
@@ -618,7 +619,6 @@ def write_bigwigs(
     :func:`bigwig_intervals` of the windows; ``space``: ``counts`` (inverse-transformed with
     ``tracks``) or ``squashed``. Returns the bigWig paths."""
     import pyBigWig
-    from tqdm.auto import tqdm
 
     if space not in BIGWIG_SPACES:
         raise FlashRNAError(f"bigWig space {space}: one of {', '.join(BIGWIG_SPACES)}")
