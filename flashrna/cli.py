@@ -71,6 +71,10 @@ STEPS: dict[str, tuple[str, str]] = {
         "flashrna.variants:register_score_variants",
         "SED/logSED variant effects per gene and track",
     ),
+    "plot-locus": (
+        "flashrna.plot_locus:register_plot_locus",
+        "plot predicted tracks around a gene, region or variant (REF/ALT), exons beneath",
+    ),
     "eqtl-benchmark": (
         "flashrna.evaluate.eqtl:register_eqtl_benchmark",
         "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)",

@@ -11,14 +11,29 @@ memory holds one member whatever the ensemble's size.
     predictions.npy  float16 (or --dtype float32) [N, bins, tracks]: window k's predictions,
                      bin-major like targets; bin j covers windows.bed start + 32j ... + 32
     windows.bed      chrom, start, end (the genomic span of the predicted bins), name
-                     (shard:<example index> or bed:<row>), one row per window in order
+                     (shard:<example index>, or the BED row's name, else bed:<row>), one row per
+                     window in order
     targets.txt      the head's track table (from the model directory or the shards), when known
     meta.json        models, head, seq_length, crop_bins, bin_size, reverse_complement, dtype,
-                     number of windows
+                     number of windows, formats
+    bigwig/          with --format bigwig: one bigWig per selected track (--tracks, --assays),
+                     <identifier>.<space>.bw, and tracks.json (its sidecar)
 
 Windows: the examples of a shard set (their stored input; by default the prediction is cropped
 to their target window, so it lines up with their targets) followed by the rows of a BED file
 (each an input of --seq-length bp centred on the row, from the FASTA, N beyond contig ends).
+
+bigWig output (for a genome browser): one entry per predicted 32-bp bin, on the chromosomes and
+with the lengths of the FASTA (--fasta, needed for shards too). Values are in ``counts`` space
+(default: the model's squashed output inverse-transformed through the head's track table,
+:func:`flashrna.tracks.unsquash` — pooled coverage per bin for ``sum`` tracks, mean per-bp
+coverage for ``mean`` tracks, without the track's ``scale``) or ``squashed`` space (the model's
+output as is, the value space of the Borzoi targets). bigWig has no free-text header, so the
+space is in each file's name and in ``bigwig/tracks.json``, which also lists every file's track
+(row, identifier, description, sum_stat, units). Where windows overlap, each base takes the
+value of the window whose centre is nearest (predictions are best away from window edges);
+bases beyond a chromosome's end are left out. Values are those of ``predictions.npy`` (at
+--dtype), which is not kept unless ``npy`` is among the formats.
 
 ``flashrna ensemble-predict`` writes, for each input shard holding training or validation
 windows, a shard of the same name in exactly the target shard format (:mod:`flashrna.data`):
@@ -33,19 +48,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import partial
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from flashrna.data import ShardSet, find_shards, open_shard, read_bed, split_labels
 from flashrna.genome import Genome
 from flashrna.model import BIN_SIZE, Ensemble, check_input_length, predict
-from flashrna.tracks import TrackTable
+from flashrna.tracks import TrackTable, unsquash
 from flashrna.utils import FlashRNAError, atomic_directory, read_json, resolve_device, write_json
 from flashrna.zoo import add_model_arguments, resolve_model
 
@@ -53,6 +72,8 @@ log = logging.getLogger(__name__)
 
 PREDICTION_FORMAT = "flashrna-predictions"
 PREDICTION_VERSION = 1
+FORMATS = ("npy", "bigwig")
+BIGWIG_SPACES = ("counts", "squashed")
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,15 +108,18 @@ def predict_members(
     reverse_complement_average: bool = True,
     crop_bins: int = 0,
     one_at_a_time: bool = False,
+    progress: bool = False,
 ) -> Tensor:
     """The members' mean prediction for (N, L) base indices: (N, L/32 - 2*crop_bins, tracks)
     fp32 on the CPU. Each member's prediction is forward+RC averaged (:func:`predict`).
-    ``one_at_a_time`` moves one member at a time to ``device`` (and back to the CPU)."""
+    ``one_at_a_time`` moves one member at a time to ``device`` (and back to the CPU);
+    ``progress`` shows a bar over each member's batches."""
     options = {
         "batch_size": batch_size,
         "device": device,
         "reverse_complement_average": reverse_complement_average,
         "crop_bins": crop_bins,
+        "progress": progress,
     }
     if not one_at_a_time:
         model = members[0] if len(members) == 1 else Ensemble(list(members))
@@ -154,17 +178,38 @@ def predict_windows(
     one_at_a_time: bool = False,
     dtype: str = "float16",
     allow_length: bool = False,
+    formats: Sequence[str] = ("npy",),
+    space: str = "counts",
+    identifiers: Sequence[str] | None = None,
+    assays: Sequence[str] | None = None,
+    progress: bool = True,
 ) -> Path:
     """Predict the windows of ``shards`` (optionally one split) and then of ``bed`` (with
     ``fasta``) and write the directory ``out`` described in the module docstring. The models'
     own input length and crop (their description) are the defaults for BED windows; an input
-    length a model was not built for is refused unless ``allow_length``."""
+    length a model was not built for is refused unless ``allow_length``.
+
+    ``formats``: ``npy`` (``predictions.npy``, every track) and/or ``bigwig`` (one file per
+    track of the head's table selected by track ``identifiers`` and ``assays``; all
+    when neither is given) in ``space`` (``counts`` or ``squashed``). ``progress``: bars with
+    totals and ETAs over the windows and the bigWig tracks."""
     if not shards and bed is None:
         raise FlashRNAError("give windows: --shards and/or --bed with --fasta")
     if bed is not None and fasta is None:
         raise FlashRNAError("--bed needs --fasta (the genome to read the windows from)")
     if dtype not in ("float16", "float32"):
         raise FlashRNAError(f"--dtype {dtype}: float16 or float32")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise FlashRNAError(f"--format {' '.join(formats)}: choose from {', '.join(FORMATS)}")
+    if space not in BIGWIG_SPACES:
+        raise FlashRNAError(f"--space {space}: one of {', '.join(BIGWIG_SPACES)}")
+    if "bigwig" not in formats and (identifiers or assays):
+        raise FlashRNAError("--tracks and --assays choose the bigWig tracks: add --format bigwig")
+    if "bigwig" in formats and fasta is None:
+        raise FlashRNAError(
+            "--format bigwig needs --fasta: a bigWig's header holds the chromosome lengths"
+        )
     members = load_members(model_dirs)
     described = resolve_model(model_dirs[0]).description
     shard_set = ShardSet(shards, split=split) if shards else None
@@ -195,7 +240,7 @@ def predict_windows(
         for k, row in enumerate(read_bed(bed).itertuples(index=False)):
             start = (row.start + row.end) // 2 - seq_length // 2
             fetch = partial(genome.fetch, row.chrom, start, start + seq_length)
-            windows.append((row.chrom, start, f"bed:{k}", fetch))
+            windows.append((row.chrom, start, row.label or f"bed:{k}", fetch))
     check_input_length(described, seq_length, f"model {model_dirs[0]}", allow_length)
     crop_bins = crop_bins or 0
     bins = seq_length // BIN_SIZE - 2 * crop_bins
@@ -203,11 +248,21 @@ def predict_windows(
         raise FlashRNAError(f"--crop-bins {crop_bins} leaves no bins of {seq_length} bp")
 
     num_tracks = members[0].config.heads[head]
+    if "bigwig" in formats:
+        if tracks is None:
+            raise FlashRNAError(
+                f"--format bigwig names each file after its track, but {model_dirs[0]} has no "
+                f"targets-{head}.txt (give --shards, whose track table is used then)"
+            )
+        bigwig_rows = tracks.find(assays, identifiers)  # checked before any prediction
+        chrom_sizes = Genome(fasta).lengths
+
     out = Path(out)
     with atomic_directory(out) as tmp:
         array = np.lib.format.open_memmap(
             tmp / "predictions.npy", "w+", np.dtype(dtype), (len(windows), bins, num_tracks)
         )
+        bar = tqdm(total=len(windows), desc="predict", unit="window", disable=not progress)
         for first in range(0, len(windows), chunk):
             part = windows[first : first + chunk]
             sequences = np.stack([fetch() for *_, fetch in part])
@@ -220,10 +275,26 @@ def predict_windows(
                 reverse_complement_average=reverse_complement_average,
                 crop_bins=crop_bins,
                 one_at_a_time=one_at_a_time,
+                progress=progress and len(part) > batch_size,
             ).numpy()
-            log.info("predicted %d of %d windows", first + len(part), len(windows))
+            bar.update(len(part))
+        bar.close()
         array.flush()
+        if "bigwig" in formats:
+            first_bins = [(chrom, start + crop_bins * BIN_SIZE) for chrom, start, *_ in windows]
+            write_bigwigs(
+                tmp / "bigwig",
+                array,
+                bigwig_intervals(first_bins, bins, chrom_sizes),
+                chrom_sizes,
+                tracks,
+                bigwig_rows,
+                space,
+                progress=progress,
+            )
         del array
+        if "npy" not in formats:
+            (tmp / "predictions.npy").unlink()
         with open(tmp / "windows.bed", "w") as handle:
             for chrom, start, name, _ in windows:
                 begin = start + crop_bins * BIN_SIZE
@@ -243,6 +314,7 @@ def predict_windows(
                 "bin_size": BIN_SIZE,
                 "reverse_complement": reverse_complement_average,
                 "dtype": dtype,
+                "formats": list(formats),
                 "shards": [str(Path(s).resolve()) for s in shards],
                 "split": split,
                 "bed": str(Path(bed).resolve()) if bed is not None else None,
@@ -272,7 +344,9 @@ def register_predict(parser: argparse.ArgumentParser) -> None:
         "Predict tracks with a model or an ensemble (the mean of the members), forward and "
         "reverse-complement averaged, for the examples of a shard set and/or the rows of a BED "
         "file. Writes --out DIR: predictions.npy [windows, bins, tracks], windows.bed (the "
-        "genomic span of the bins), targets.txt and meta.json."
+        "genomic span of the bins), targets.txt and meta.json; with --format bigwig, "
+        "bigwig/<track>.<space>.bw for a genome browser and bigwig/tracks.json (space, units, "
+        "each file's track)."
     )
     _add_model_arguments(parser)
     parser.add_argument("--shards", nargs="+", default=[], help="shard folders (windows)")
@@ -292,6 +366,28 @@ def register_predict(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-rc", action="store_true", help="forward strand only")
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        nargs="+",
+        choices=FORMATS,
+        default=["npy"],
+        help="npy: predictions.npy, every track; bigwig: bigwig/<track>.<space>.bw, one per "
+        "selected track, for a genome browser (needs --fasta for the chromosome lengths)",
+    )
+    parser.add_argument(
+        "--space",
+        choices=BIGWIG_SPACES,
+        default="counts",
+        help="bigWig values: counts (the model's output inverse-transformed through the track "
+        "table: coverage per 32-bp bin) or squashed (the model's output, as the Borzoi targets)",
+    )
+    parser.add_argument(
+        "--tracks", nargs="+", metavar="ID", help="bigWig: only these track identifiers"
+    )
+    parser.add_argument(
+        "--assays", nargs="+", help="bigWig: only tracks of these assays (RNA, DNASE, ATAC, ...)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(run=_run_predict)
 
@@ -313,6 +409,10 @@ def _run_predict(args: argparse.Namespace) -> None:
         one_at_a_time=args.one_at_a_time,
         dtype=args.dtype,
         allow_length=args.allow_length,
+        formats=args.formats,
+        space=args.space,
+        identifiers=args.tracks,
+        assays=args.assays,
     )
 
 
@@ -436,3 +536,171 @@ def _run_ensemble_predict(args: argparse.Namespace) -> None:
         one_at_a_time=args.one_at_a_time,
         allow_length=args.allow_length,
     )
+
+
+# --------------------------------------------------------------------------------------------
+# bigWig output
+# --------------------------------------------------------------------------------------------
+
+SPACE_UNITS = {
+    "counts": "the model's output inverse-transformed through the track table "
+    "(flashrna.tracks.unsquash): coverage, without the track's scale",
+    "squashed": "the model's output as is: the Borzoi targets' value space (pooled, 3/4 power "
+    "for *_sqrt tracks, soft-clipped, times scale)",
+}
+TRACK_VALUE = {
+    "counts": {
+        "sum": "per-bp coverage summed over the 32-bp bin",
+        "mean": "per-bp coverage averaged over the 32-bp bin",
+    },
+    "squashed": {"sum": "squashed value of the bin", "mean": "squashed value of the bin"},
+}
+
+
+@dataclass(frozen=True)
+class BigWigSpan:
+    """The bigWig entries of one window: output bins ``bins`` (int64 (k,)) of window ``window``
+    stand for ``chrom:[starts[j], ends[j])`` (int64 (k,) each)."""
+
+    window: int
+    chrom: str
+    bins: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+
+
+def bigwig_intervals(
+    windows: Sequence[tuple[str, int]],
+    num_bins: int,
+    chrom_sizes: Mapping[str, int],
+    bin_size: int = BIN_SIZE,
+) -> list[BigWigSpan]:
+    """The entries a bigWig holds for windows of ``num_bins`` bins that start at ``(chrom,
+    start)`` (0-based, the first bin's start), in bigWig order (chromosomes in the order of
+    ``chrom_sizes``, then by start): each base belongs to the window whose centre is nearest
+    (ties: the window that starts first) and lies within its chromosome; a bin partly given to a
+    neighbour or partly past a chromosome end is clipped, and windows left with no base are
+    left out."""
+    rank = {chrom: k for k, chrom in enumerate(chrom_sizes)}
+    missing = sorted({chrom for chrom, _ in windows} - set(rank))
+    if missing:
+        raise FlashRNAError(f"chromosome(s) {', '.join(missing[:5])} are not in the genome FASTA")
+    span = num_bins * bin_size
+    order = sorted(range(len(windows)), key=lambda i: (rank[windows[i][0]], windows[i][1], i))
+    spans = []
+    for chrom, group in groupby(order, key=lambda i: windows[i][0]):
+        indices = list(group)
+        starts = np.array([windows[i][1] for i in indices], dtype=np.int64)
+        # The midpoint between neighbouring centres, as every window has the same length.
+        middle = (starts[:-1] + starts[1:] + span) // 2
+        lo = np.concatenate([starts[:1], np.maximum(starts[1:], middle)])
+        hi = np.concatenate([np.minimum(starts[:-1] + span, middle), starts[-1:] + span])
+        lo, hi = lo.clip(0, chrom_sizes[chrom]), hi.clip(0, chrom_sizes[chrom])
+        for window, start, first, last in zip(indices, starts, lo, hi, strict=True):
+            if last <= first:
+                continue
+            bins = np.arange((first - start) // bin_size, -((start - last) // bin_size))
+            edges = start + bins * bin_size
+            spans.append(
+                BigWigSpan(
+                    window,
+                    chrom,
+                    bins,
+                    np.maximum(edges, first),
+                    np.minimum(edges + bin_size, last),
+                )
+            )
+    return spans
+
+
+def bigwig_name(identifier: str, space: str) -> str:
+    """``<identifier>.<space>.bw``, characters other than letters, digits and ``._+-`` as
+    ``_``."""
+    return f"{re.sub(r'[^A-Za-z0-9._+-]', '_', identifier)}.{space}.bw"
+
+
+def write_bigwigs(
+    directory: str | os.PathLike,
+    predictions: np.ndarray,
+    spans: Sequence[BigWigSpan],
+    chrom_sizes: Mapping[str, int],
+    tracks: TrackTable,
+    rows: Sequence[int] | np.ndarray,
+    space: str = "counts",
+    *,
+    progress: bool = True,
+    memory_bytes: int = 256 << 20,
+) -> list[Path]:
+    """Write ``directory/<identifier>.<space>.bw`` for each track row of ``rows`` and
+    ``directory/tracks.json`` (the sidecar: space, units, bin size and each file's track).
+
+    ``predictions``: squashed model outputs [windows, bins, tracks] (e.g. the memory-mapped
+    ``predictions.npy``), read for at most ``memory_bytes`` of float32 at a time; ``spans``:
+    :func:`bigwig_intervals` of the windows; ``space``: ``counts`` (inverse-transformed with
+    ``tracks``) or ``squashed``. Returns the bigWig paths."""
+    import pyBigWig
+
+    if space not in BIGWIG_SPACES:
+        raise FlashRNAError(f"bigWig space {space}: one of {', '.join(BIGWIG_SPACES)}")
+    if not spans:
+        raise FlashRNAError("no predicted bin lies on its chromosome: no bigWig to write")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    rows = np.asarray(rows, dtype=np.int64)
+    names, files = set(), []
+    for row in rows:
+        name = bigwig_name(tracks.identifier[row], space)
+        if name in names:  # two identifiers alike once sanitised
+            name = name.replace(f".{space}.bw", f".row{row}.{space}.bw")
+        names.add(name)
+        files.append(directory / name)
+    header = list(chrom_sizes.items())
+    chroms = [span.chrom for span in spans for _ in span.bins]
+    starts = np.concatenate([span.starts for span in spans])
+    ends = np.concatenate([span.ends for span in spans])
+    windows, bins = predictions.shape[:2]
+    per_block = max(1, memory_bytes // (4 * windows * bins))
+    bar = tqdm(total=len(rows), desc="bigWig", unit="track", disable=not progress)
+    for first in range(0, len(rows), per_block):
+        block_rows = rows[first : first + per_block]
+        values = np.asarray(predictions[:, :, block_rows], dtype=np.float32)
+        if space == "counts":
+            values = unsquash(
+                values,
+                tracks.clip_soft[block_rows],
+                tracks.scale[block_rows],
+                tracks.sum_stat[block_rows],
+            )
+        entries = np.concatenate([values[span.window, span.bins] for span in spans])
+        for k, path in enumerate(files[first : first + per_block]):
+            bigwig = pyBigWig.open(str(path), "w")
+            try:
+                bigwig.addHeader(header)
+                bigwig.addEntries(chroms, starts, ends=ends, values=entries[:, k].astype(float))
+            finally:
+                bigwig.close()
+            bar.update()
+    bar.close()
+    write_json(
+        directory / "tracks.json",
+        {
+            "format": "flashrna-bigwig-predictions",
+            "space": space,
+            "units": SPACE_UNITS[space],
+            "bin_size": BIN_SIZE,
+            "overlaps": "each base takes the value of the window whose centre is nearest",
+            "tracks": [
+                {
+                    "file": path.name,
+                    "row": int(row),
+                    "identifier": str(tracks.identifier[row]),
+                    "description": str(tracks.frame["description"][row]),
+                    "sum_stat": str(tracks.sum_stat[row]),
+                    "scale": float(tracks.scale[row]),
+                    "value": TRACK_VALUE[space][str(tracks.sum_stat[row]).split("_")[0]],
+                }
+                for path, row in zip(files, rows, strict=True)
+            ],
+        },
+    )
+    return files

@@ -269,6 +269,17 @@ def set_aside_finished(directory: str | os.PathLike, marker: str) -> Path | None
     return target
 
 
+def save_figure(figure: Any, path: str | os.PathLike) -> list[Path]:
+    """Write a matplotlib figure as ``path`` with the suffix ``.png`` and as PDF beside it,
+    atomically; returns both paths."""
+    path = Path(path)
+    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
+    for target in paths:
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, dpi=200, format=target.suffix[1:])
+    return paths
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_file(path) as handle:

@@ -56,3 +56,51 @@ def test_parsing_the_workflow_imports_no_pytorch():
     )
     run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def project_extra(project: dict, extra: str) -> set[str]:
+    """Package names an extra installs, the extras it names of this project included."""
+    names = set()
+    for spec in project["optional-dependencies"][extra]:
+        nested = re.fullmatch(r"flashrna\[([\w,\s-]+)\]", spec.strip())
+        if nested:
+            for name in nested[1].split(","):
+                names |= project_extra(project, name.strip())
+        else:
+            names.add(requirement(spec)[0])
+    return names
+
+
+def test_the_workflow_extra_installs_what_the_job_envs_hold():
+    """`pip install -e ".[workflow]"` (the README's demo command) gives every package a job env
+    of workflow/envs/ installs (PyTorch, Python and CUDA aside): the demo runs the same rules
+    without conda (a missing borzoi-pytorch once stopped it at Figure 1)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    installed = {requirement(d)[0] for d in project["dependencies"]}
+    installed |= project_extra(project, "workflow")
+    for env_file in sorted((ROOT / "workflow" / "envs").glob("*.yaml")):
+        env = yaml.safe_load(env_file.read_text())
+        for entry in env["dependencies"]:
+            for spec in entry["pip"] if isinstance(entry, dict) else [entry]:
+                name = requirement(re.split(r"[=<>]", spec)[0])[0]
+                if name in {"python", "pip", "pytorch-gpu", "cuda-version"}:
+                    continue
+                assert name in installed, f"{env_file.name}: {name} is not in [workflow]"
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's "The two commands" section, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return [line for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_commands_verbatim():
+    commands = readme_commands()
+    assert len(commands) == 2 and "snakemake" in commands[0] and "pytest" in commands[1]
+    script = (ROOT / ".ci" / "run").read_text()
+    assert "python3 -m venv" in script  # a fresh virtualenv, nothing preinstalled by hand
+    lines = [line.strip() for line in script.splitlines()]
+    for command in commands:
+        assert f"({command})" in lines, f".ci/run does not run the README's `{command}`"

@@ -9,16 +9,18 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
-from helpers import write_planted_shards
+from helpers import save_tiny_model, write_planted_shards
 
 from flashrna.cli import main as cli_main
 from flashrna.data import DistillDataset, ShardSet, TrackDataset
 from flashrna.genome import encode_sequence
 from flashrna.model import build_model, load_model, predict, save_model
 from flashrna.predict import ensemble_predict_shards, predict_members
+from flashrna.tracks import TrackTable
 from flashrna.training.config import load_config
 from flashrna.training.trainer import train
 from flashrna.utils import FlashRNAError
@@ -227,3 +229,141 @@ def test_distill_needs_a_teacher(planted, tmp_path):
     config_path.write_text(yaml.safe_dump(tiny_train_config(planted)))
     assert cli_main(["distill", "--config", str(config_path), "--out", str(tmp_path / "s")]) == 1
     assert not os.path.exists(tmp_path / "s")
+
+
+# -- bigWig output ---------------------------------------------------------------------------
+
+# Three tracks whose inverse transforms differ: a plain sum, a stranded-free sum_sqrt (3/4 power
+# undone) and a mean, each with its own scale and a soft clip that the outputs cross.
+BIGWIG_TRACKS = TrackTable(
+    pd.DataFrame(
+        {
+            "identifier": ["RNA:liver/1", "DNASE.a", "ATAC.b"],
+            "file": "x.bw",
+            "clip": 100.0,
+            "clip_soft": [0.4, 0.8, 1.0],
+            "scale": [0.5, 2.0, 1.0],
+            "sum_stat": ["sum", "sum_sqrt", "mean"],
+            "strand_pair": [0, 1, 2],
+            "description": ["RNA:liver", "DNASE:liver", "ATAC:liver"],
+            "source_index": [0, 1, 2],
+        }
+    ),
+    source="bigwig test tracks",
+)
+
+
+def expected_counts(squashed: np.ndarray, track: int) -> np.ndarray:
+    """The inverse transform of tracks.py, written out here for BIGWIG_TRACKS' rows."""
+    row = BIGWIG_TRACKS.frame.iloc[track]
+    z = squashed.astype(np.float64) / row["scale"]
+    z = np.where(z > row["clip_soft"], row["clip_soft"] + (z - row["clip_soft"]) ** 2, z)
+    return z ** (4 / 3) if row["sum_stat"] == "sum_sqrt" else z
+
+
+@pytest.fixture(scope="module")
+def genome_dir(tmp_path_factory) -> Path:
+    """chrA (5,000 bp) and chrB (1,500 bp) of random DNA."""
+    root = tmp_path_factory.mktemp("genome")
+    rng = np.random.default_rng(5)
+    with open(root / "g.fa", "w") as handle:
+        for name, size in (("chrA", 5000), ("chrB", 1500)):
+            text = "".join("ACGT"[i] for i in rng.integers(0, 4, size))
+            handle.write(f">{name}\n" + "\n".join(text[i : i + 60] for i in range(0, size, 60)))
+            handle.write("\n")
+    return root
+
+
+def test_predict_bigwig_round_trips_bin_for_bin(genome_dir, tmp_path):
+    import pyBigWig
+
+    model = save_tiny_model(tmp_path / "model", BIGWIG_TRACKS)
+    # Two separate windows on chrA (named), one on chrB that runs past its end (unnamed).
+    (tmp_path / "w.bed").write_text("chrA\t1000\t1100\tgeneX\nchrA\t3000\t3100\tgeneY\n")
+    with open(tmp_path / "w.bed", "a") as handle:
+        handle.write("chrB\t1400\t1500\t\n")
+    out = tmp_path / "pred"
+    args = ["predict", "--model", str(model), "--bed", str(tmp_path / "w.bed")]
+    args += ["--fasta", str(genome_dir / "g.fa"), "--seq-length", "1024", "--crop-bins", "4"]
+    args += ["--dtype", "float32"]
+    assert cli_main([*args, "--format", "npy", "bigwig", "--out", str(out)]) == 0
+    predictions = np.load(out / "predictions.npy")
+    rows = [line.split("\t") for line in (out / "windows.bed").read_text().splitlines()]
+    assert [r[3] for r in rows] == ["geneX", "geneY", "bed:2"]  # the BED's names are kept
+    sidecar = json.loads((out / "bigwig" / "tracks.json").read_text())
+    assert sidecar["space"] == "counts" and sidecar["bin_size"] == 32
+    files = [t["file"] for t in sidecar["tracks"]]
+    assert files == ["RNA_liver_1.counts.bw", "DNASE.a.counts.bw", "ATAC.b.counts.bw"]
+    assert [t["identifier"] for t in sidecar["tracks"]] == list(BIGWIG_TRACKS.identifier)
+    for track, name in enumerate(files):
+        bigwig = pyBigWig.open(str(out / "bigwig" / name))
+        assert bigwig.chroms() == {"chrA": 5000, "chrB": 1500}
+        for chrom in ("chrA", "chrB"):
+            expected = []
+            for window, (c, start, _, _) in enumerate(rows):
+                if c != chrom:
+                    continue
+                values = expected_counts(predictions[window, :, track], track)
+                for b, value in enumerate(values):
+                    lo, hi = int(start) + 32 * b, min(int(start) + 32 * b + 32, 1500)
+                    if chrom == "chrA" or lo < hi:
+                        expected.append((lo, hi if chrom == "chrB" else lo + 32, value))
+            got = bigwig.intervals(chrom)
+            assert [(s, e) for s, e, _ in got] == [(s, e) for s, e, _ in expected]
+            np.testing.assert_allclose(
+                [v for *_, v in got], [v for *_, v in expected], rtol=1e-5, atol=1e-6
+            )
+        bigwig.close()
+    # The soft clip's inverse was exercised (squashed values above clip_soft x scale).
+    assert (predictions[..., 0] > 0.4 * 0.5).all()
+
+    # Squashed space, one track chosen by identifier, no array kept: the values are the model's.
+    out2 = tmp_path / "pred2"
+    args2 = [*args, "--format", "bigwig", "--space", "squashed", "--tracks", "DNASE.a"]
+    assert cli_main([*args2, "--out", str(out2)]) == 0
+    assert sorted(p.name for p in (out2 / "bigwig").iterdir()) == [
+        "DNASE.a.squashed.bw",
+        "tracks.json",
+    ]
+    assert not (out2 / "predictions.npy").exists()
+    bigwig = pyBigWig.open(str(out2 / "bigwig" / "DNASE.a.squashed.bw"))
+    first = bigwig.intervals("chrA")[: predictions.shape[1]]
+    np.testing.assert_allclose([v for *_, v in first], predictions[0, :, 1], rtol=1e-6)
+    assert first[0][:2] == (int(rows[0][1]), int(rows[0][1]) + 32)
+    bigwig.close()
+
+
+def test_bigwig_intervals_give_each_base_to_the_nearest_window_centre():
+    from flashrna.predict import bigwig_intervals
+
+    sizes = {"chrA": 180, "chrB": 1000}
+    # Windows of 4 bins (128 bp), given out of order: chrB first, two overlapping on chrA
+    # (centres 64 and 114: the overlap is split at 89), the second one past chrA's end.
+    spans = bigwig_intervals([("chrB", 300), ("chrA", 50), ("chrA", 0)], 4, sizes)
+    got = [
+        (s.window, s.chrom, list(s.bins), list(zip(s.starts, s.ends, strict=True))) for s in spans
+    ]
+    assert got == [
+        (2, "chrA", [0, 1, 2], [(0, 32), (32, 64), (64, 89)]),
+        (1, "chrA", [1, 2, 3], [(89, 114), (114, 146), (146, 178)]),
+        (0, "chrB", [0, 1, 2, 3], [(300, 332), (332, 364), (364, 396), (396, 428)]),
+    ]
+    # Twin windows split at their common centre; a window past the chromosome's end is left out.
+    spans = bigwig_intervals([("chrA", 0), ("chrA", 0), ("chrA", 100), ("chrA", 400)], 4, sizes)
+    assert [(s.window, s.starts[0], s.ends[-1]) for s in spans] == [
+        (0, 0, 64),
+        (1, 64, 114),
+        (2, 114, 180),
+    ]
+    with pytest.raises(FlashRNAError, match="chrC"):
+        bigwig_intervals([("chrC", 0)], 4, sizes)
+
+
+def test_predict_bigwig_options_are_checked_before_predicting(planted, members, tmp_path):
+    from flashrna.predict import predict_windows
+
+    with pytest.raises(FlashRNAError, match="add --format bigwig"):
+        predict_windows([members[0]], tmp_path / "a", shards=[planted], identifiers=["RNA+"])
+    with pytest.raises(FlashRNAError, match="needs --fasta"):
+        predict_windows([members[0]], tmp_path / "b", shards=[planted], formats=["bigwig"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

@@ -311,6 +311,54 @@ def test_figure1_from_a_compare_result(tmp_path):
     assert main([*argv, "--compare", str(tmp_path / "bad.json")]) == 1
 
 
+def test_figure1_on_a_cpu_says_in_its_memory_panels_why_they_are_empty():
+    from flashrna.report.figures import draw_figure1
+
+    result = compare_result()
+    result["device_type"] = "cpu"
+    for model in result["models"].values():
+        for metric in ("max_train_batch", "max_inference_length"):
+            del model[metric], model[f"{metric}_bounded"]
+    axes = draw_figure1(result).axes
+    assert len(axes) == 4
+    for ax in axes[:2]:  # the speeds: two bars each
+        assert len(ax.patches) == 2 and not ax.texts[0].get_text().startswith("Not")
+    for ax, what in zip(axes[2:], ("training batch", "input"), strict=True):
+        assert "not measured on a CPU" in ax.get_title()
+        (note,) = ax.texts
+        text = note.get_text().replace("\n", " ")
+        assert text.startswith("Not measured on a CPU.")
+        assert f"largest {what} that fits in a GPU's memory" in text
+        assert "flashrna bench compare` on a GPU" in text
+
+
+def test_figure2_distilled_marker_is_beside_the_size_1_error_bar():
+    """The distilled star and the replicates' mean share size 1; the star is drawn beside the
+    replicates' error bar, not on it: at least its own radius away, in the figure's pixels."""
+    from flashrna.report.figures import Point, draw_figure2
+    from flashrna.report.tables import Cell
+
+    points = [
+        Point("FlashRNA", "this run", 1, Cell([0.30, 0.35, 0.28, 0.33])),
+        Point("FlashRNA", "this run", 4, Cell([0.40])),
+        Point("FlashRNA distilled", "this run", 1, Cell([0.31])),  # inside the error bar
+        Point("FlashRNA distilled", "paper", 1, Cell([0.452])),
+    ]
+    figure = draw_figure2(points, [])
+    (ax,) = figure.axes
+    figure.canvas.draw()
+    stars = [line for line in ax.get_lines() if line.get_marker() == "*"]
+    assert len(stars) == 2
+    for star in stars:
+        (x,), (y,) = star.get_data()
+        star_px = ax.transData.transform((x, y))
+        bar_px = ax.transData.transform((1, y))  # the size-1 error bar is the line x = 1
+        radius_px = star.get_markersize() / 2 * figure.dpi / 72
+        assert abs(star_px[0] - bar_px[0]) > radius_px
+    others = [line.get_zorder() for line in ax.get_lines() if line.get_marker() != "*"]
+    assert min(star.get_zorder() for star in stars) > max(others)  # drawn in front
+
+
 WRAPPER = """
 import shlex
 from pathlib import Path
@@ -369,10 +417,13 @@ def test_snakemake_report(results, tmp_path):
     done = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     done = subprocess.run(
-        [*run[:-1], "--report", "report.html"], cwd=tmp_path, capture_output=True, text=True
+        [*run[:-1], "--report", "results/report.html"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    page = (tmp_path / "report.html").read_text()
+    page = (tmp_path / "results" / "report.html").read_text()
     for k in (1, 2, 3, 4):
         assert f"table{k}.html" in page and f"Table {k}:" in page
     for k in (1, 2):

@@ -334,7 +334,7 @@ def _verify_sequence(genome: Genome, sequence: np.ndarray, chrom: str, start: in
 # ---------------------------------------------------------------------------------------------
 
 
-def _bigwig_coverage(bigwig, path: Path, chrom: str, start: int, end: int) -> np.ndarray:
+def bigwig_coverage(bigwig, path: Path, chrom: str, start: int, end: int) -> np.ndarray:
     """float32 per-bp values of ``chrom:[start, end)``; missing data and off-contig bases are 0."""
     out = np.zeros(end - start, dtype=np.float32)
     size = bigwig.chroms().get(chrom)
@@ -458,7 +458,7 @@ def make_dataset(
                     ):
                         coverage = np.stack(
                             [
-                                _bigwig_coverage(bw, path, row.chrom, row.start, row.end)
+                                bigwig_coverage(bw, path, row.chrom, row.start, row.end)
                                 for bw, path in zip(bigwigs, files, strict=True)
                             ],
                             axis=-1,

@@ -22,21 +22,11 @@ from flashrna.report.tables import (
     model_rows,
     summaries_of,
 )
-from flashrna.utils import FlashRNAError, atomic_file, atomic_path
+from flashrna.utils import FlashRNAError, atomic_file, save_figure
 
 # --------------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------------
-
-
-def save_figure(figure, path: str | Path) -> list[Path]:
-    """Write a matplotlib figure as ``path`` (PNG) and as PDF beside it, atomically."""
-    path = Path(path)
-    paths = [path.with_suffix(".png"), path.with_suffix(".pdf")]
-    for target in paths:
-        with atomic_path(target) as tmp:
-            figure.savefig(tmp, dpi=200, format=target.suffix[1:])
-    return paths
 
 
 @dataclass
@@ -99,8 +89,20 @@ def named_or_found(root: Path, names: Sequence[str] | None, pattern: str) -> lis
     return found_models(root, pattern) if names is None else list(names)
 
 
+# The distilled model is one model, so it belongs at size 1, where the replicates' mean and its
+# error bar already are: its star is drawn this factor to the right of 1 (on the log2 axis), in
+# front of the lines, so the error bar cannot hide it.
+DISTILLED_DODGE = 2**0.22
+
+
 def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> list[Path]:
-    """eQTL ρ against ensemble size (log2 axis): this run in colour, the paper in grey."""
+    """Figure 2 (:func:`draw_figure2`) as ``path`` (PNG) and as PDF beside it."""
+    return save_figure(draw_figure2(points, notes), path)
+
+
+def draw_figure2(points: list[Point], notes: list[str]):
+    """eQTL ρ against ensemble size (log2 axis): this run in colour, the paper in grey; the
+    distilled model beside size 1 (:data:`DISTILLED_DODGE`). Returns the matplotlib Figure."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6.4, 5.0), layout="constrained")
@@ -134,7 +136,7 @@ def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> lis
             if p.source != source or p.series != "FlashRNA distilled" or p.cell.mean is None:
                 continue
             ax.errorbar(
-                [1],
+                [DISTILLED_DODGE],
                 [p.cell.mean],
                 yerr=[p.cell.sd or 0.0],
                 color="#d62728" if source == "this run" else "0.55",
@@ -142,6 +144,8 @@ def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> lis
                 ms=13,
                 mfc=styles[source]["mfc"],
                 ls="none",
+                capsize=3,
+                zorder=5,
                 label=f"distilled into 1 model from {teacher if source == 'this run' else 16} "
                 f"({source})",
             )
@@ -189,7 +193,7 @@ def plot_figure2(points: list[Point], notes: list[str], path: str | Path) -> lis
         notes = [f"This run: {' and '.join(not_run)} not run.", *notes]
     figure.text(0.01, 0.005, "\n".join(notes), fontsize=6.5, color="0.3", va="bottom")
     figure.get_layout_engine().set(rect=(0, 0.09, 1, 0.91))
-    return save_figure(figure, path)
+    return figure
 
 
 def write_points(points: list[Point], path: Path) -> None:
@@ -237,9 +241,29 @@ COLORS = {"borzoi": "#8c8c8c", "flashrna": "#1f77b4"}
 LABELS = {"borzoi": "Borzoi", "flashrna": "FlashRNA"}
 
 
+# What an empty memory panel says: the limits are searched only where a device has memory of
+# its own to run out of (flashrna.figure1, `--search-memory`).
+NOT_MEASURED = (
+    "Not measured on {where}.\n\n"
+    "This panel is the largest {what}\n"
+    "that fits in a GPU's memory. A CPU has no\n"
+    "device memory to run out of (the OS swaps\n"
+    "or stops the process instead), so there is\n"
+    "no limit to find here. Run\n"
+    "`flashrna bench compare` on a GPU."
+)
+NOT_MEASURED_WHAT = {"max_train_batch": "training batch", "max_inference_length": "input"}
+
+
 def plot_figure1(result: dict[str, Any], path: str | Path) -> list[Path]:
+    """Figure 1 (:func:`draw_figure1`) as ``path`` (PNG) and beside it as PDF; both paths."""
+    return save_figure(draw_figure1(result), path)
+
+
+def draw_figure1(result: dict[str, Any]):
     """Bar charts of a :func:`compare` result, one panel per metric with the ratio and the
-    paper's ratio; written as ``path`` (PNG) and beside it as PDF. Returns both paths."""
+    paper's ratio; a metric not measured (the memory limits on a CPU) keeps its panel, which
+    says why it is empty. Returns the matplotlib Figure."""
     from matplotlib.figure import Figure
 
     try:
@@ -254,18 +278,24 @@ def plot_figure1(result: dict[str, Any], path: str | Path) -> list[Path]:
         paper_ratio = result.get("paper_ratios", PAPER_RATIOS).get(metric)
         paper = f"paper: {paper_ratio:.1f}×" if paper_ratio else ""
         if any(v is None for v in values):
-            where = "the CPU" if result.get("device_type") == "cpu" else "this device"
+            where = "a CPU" if result.get("device_type") == "cpu" else "this device"
+            what = NOT_MEASURED_WHAT.get(metric, "size")
             ax.text(
                 0.5,
                 0.5,
-                f"not measured on {where}\n(no device memory limit to search)",
+                NOT_MEASURED.format(where=where, what=what),
                 ha="center",
                 va="center",
                 transform=ax.transAxes,
-                color="0.35",
+                color="0.3",
+                fontsize=8.5,
+                linespacing=1.35,
             )
-            ax.set_axis_off()
-            ax.set_title(f"{title}\nnot measured\n{paper}", fontsize=10)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set(color="0.75", linestyle="--")
+            ax.set_title(f"{title}\nnot measured on {where}\n{paper}", fontsize=10)
             continue
         if metric == "max_inference_length":  # bp shown in Mbp, or kbp for short inputs
             unit = "Mbp" if max(values) >= 1e6 else "kbp"
@@ -297,7 +327,7 @@ def plot_figure1(result: dict[str, Any], path: str | Path) -> list[Path]:
         + settings_line(settings),
         fontsize=10,
     )
-    return save_figure(figure, path)
+    return figure
 
 
 def settings_line(settings: dict[str, Any]) -> str:
