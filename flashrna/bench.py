@@ -6,6 +6,7 @@
   (:func:`flashrna.data.register_bench`).
 - ``compare``: FlashRNA against Borzoi from borzoi-pytorch, Figure 1
   (:func:`flashrna.figure1.register_compare`).
+- ``variants``: score-variants' variants/s (:func:`flashrna.variants.register_bench`).
 
 Benchmarks are never run as timed tests; measured numbers are recorded under ``bench/``.
 """
@@ -34,12 +35,13 @@ BENCHMARKS = {
         "flashrna.figure1:register_compare",
         "FlashRNA against Borzoi on this device (Figure 1)",
     ),
+    "variants": ("flashrna.variants:register_bench", "score-variants variants/s"),
 }
 
 
 def register_bench(parser: argparse.ArgumentParser) -> None:
     subparsers = parser.add_subparsers(
-        dest="benchmark", required=True, metavar="{model,data,compare}"
+        dest="benchmark", required=True, metavar="{model,data,compare,variants}"
     )
     for name, (target, text) in BENCHMARKS.items():
         sub = subparsers.add_parser(
