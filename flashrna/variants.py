@@ -35,20 +35,25 @@ overridable) follows calico/borzoi ``src/scripts/borzoi_sed.py`` and calico/bask
    its ``+`` track; a gene on ``+`` is scored with the ``+`` track, any other gene with the ``-``
    track; unstranded tracks score every gene. Selecting either track of a pair selects the pair.
 
-Indels and MNVs (``--indels``). Borzoi's ``borzoi_sed.py`` does not align them: it sums the same
-bins of both predictions, the bins its BED intersection gives (for a deletion of ``d`` bases its
-left-overhang correction shifts them by ``d`` bp), although after a deletion or insertion the
-alternative window's bases beyond the variant sit ``len(ALT) − len(REF)`` bp (and, after
-``dna_length_1hot``'s centring, half the length difference) away from the reference's.
-baskerville's newer ``snps.py`` (``hound_snp``) aligns by predicting shifted copies and
-stitching them at the variant (``stitch_preds``), at the cost of extra predictions. We align
-without extra predictions: ``aligned`` (default) maps each merged exon into each allele's own
-window through its :class:`~flashrna.genome.AlleleLayout` (bases left of the variant keep their
-place, bases right of it move with the edit, exon ends inside deleted bases land at the allele's
-end) and applies the same bin rule there, so ALT sums the bins that hold the gene's exons in the
-ALT sequence. For SNPs both maps are the identity and the bins are Borzoi's. ``unaligned``
-reproduces ``borzoi_sed.py`` (its bins, shifted as described, for both alleles); ``skip`` skips
-indels and MNVs (``not_snv``; flashrna 0.1).
+Indels and MNVs (``--indels``). Borzoi's ``borzoi_sed.py`` does not align them: it slices the
+same bins from both predictions, those its BED arithmetic gives (for a deletion of ``d`` bases,
+``make_snpseq_bedt`` extends the interval by ``d`` and ``map_snpseq_genes``' left-overhang
+correction then takes exon coordinates relative to ``pos − out/2 + d``). Yet the windows move:
+``dna_length_1hot``'s centring starts a deletion's reference window ``d // 2`` bases later and
+drops ``i // 2`` bases from the start of an insertion's alternative window, and beyond the
+variant the alternative's bases sit ``len(ALT) − len(REF)`` bp from their genome place.
+baskerville's ``snps.py`` (``hound_snp``/``hound_snpgene --indel_stitch``) aligns by predicting
+shifted copies and stitching them at the variant (``stitch_preds``), at the cost of extra
+predictions. Our rule, ``aligned`` (default), needs none: each merged exon is mapped into each
+allele's own window through its :class:`~flashrna.genome.AlleleLayout` (bases left of the
+variant move with the window's centring, bases right of it also by the length change, an exon
+end inside the replaced bases lands inside the allele, at most at its end) and the same bin
+rule is applied there. REF then sums the bins that hold the gene's exons in the reference
+window and ALT those in the alternative window — each allele's predicted exon coverage of the
+gene, which is what logSED compares; the alignment is of the bins summed, not a resampling of
+the prediction. For SNPs both maps are one and the bins are Borzoi's. ``unaligned`` reproduces
+``borzoi_sed.py`` (its bins, for both alleles); ``skip`` skips indels and MNVs (``not_snv``;
+flashrna 0.1).
 
 Ensembles (``--ensemble``): ``scores`` (default) scores each member and averages the statistics,
 as Borzoi averages its replicates' ``sed.h5`` (``borzoi_bench_gtex_folds_sed.py``
@@ -102,7 +107,7 @@ import torch
 
 from flashrna.annotation import BIN_RULES, Annotation, Gene, interval_bins
 from flashrna.genome import AlleleLayout, Genome, ReferenceMismatchError, VariantWindows
-from flashrna.model import BIN_SIZE, Ensemble, reverse_complement, unreverse_prediction
+from flashrna.model import BIN_SIZE, Ensemble, reverse_complement
 from flashrna.tracks import TrackTable, unsquash
 from flashrna.utils import (
     FlashRNAError,
@@ -180,6 +185,11 @@ class Protocol:
         ]
         return "borzoi except " + ", ".join(changed)
 
+    def words(self) -> str:
+        """:meth:`describe` and every setting, e.g. ``legacy (window=centred, ...)``."""
+        settings = ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(self).items())
+        return f"{self.describe()} ({settings})"
+
 
 PROTOCOL_CHOICES = {
     "window": ("borzoi", "centred"),
@@ -208,7 +218,8 @@ _PROTOCOL_HELP = {
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     """``--protocol`` and one option per part of it (default: the protocol's choice)."""
     group = parser.add_argument_group(
-        "protocol", "how variants are scored; each option overrides the one --protocol sets"
+        "protocol",
+        "how variants are scored: --protocol, and any part of it changed by the options after it",
     )
     group.add_argument(
         "--protocol",
@@ -220,17 +231,15 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(
             f"--{field.name.replace('_', '-')}",
             choices=PROTOCOL_CHOICES[field.name],
+            default=argparse.SUPPRESS,  # absent: the --protocol's choice
             help=_PROTOCOL_HELP[field.name],
         )
 
 
 def protocol_from_args(args: argparse.Namespace) -> Protocol:
     """The :class:`Protocol` of :func:`add_protocol_arguments`' options."""
-    chosen = {
-        f.name: getattr(args, f.name)
-        for f in dataclasses.fields(Protocol)
-        if getattr(args, f.name) is not None
-    }
+    names = [f.name for f in dataclasses.fields(Protocol)]
+    chosen = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return dataclasses.replace(PROTOCOLS[args.protocol], **chosen)
 
 
@@ -539,10 +548,13 @@ class VariantScorer:
                     rows.append(np.full(len(gene_bins), 2 * i + allele))
                     genes.append(np.full(len(gene_bins), g))
                     bins.append(gene_bins)
-        masks = torch.zeros(2 * len(batch), most, self.num_bins, dtype=torch.float64)
-        index = [torch.as_tensor(np.concatenate(x)) for x in (rows, genes, bins)]
+        shape = (2 * len(batch), most, self.num_bins)
+        masks = torch.zeros(shape, dtype=torch.float64, device=self.device)
+        index = [
+            torch.as_tensor(np.concatenate(x), device=self.device) for x in (rows, genes, bins)
+        ]
         masks[tuple(index)] = 1.0
-        return masks.to(self.device)
+        return masks
 
     def _exon_sums(self, member: torch.nn.Module, sequences: torch.Tensor, masks: torch.Tensor):
         """Per window and gene, the exon-bin sums of the selected tracks in the protocol's
@@ -552,7 +564,8 @@ class VariantScorer:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
             out = member(both, self.model.head, self.crop_bins)
         forward, reverse = out.float().chunk(2)
-        pred = (forward[..., self._columns] + unreverse_prediction(reverse, self._pairs)) / 2
+        # unreverse_prediction on the selected tracks only: their partners, bins reversed.
+        pred = (forward[..., self._columns] + reverse[..., self._pairs].flip(1)) / 2
         values = unsquash(pred, *self._transform) * self._scale  # (2B, bins, tracks) fp32
         rows, _, tracks = values.shape
         sums = masks.new_empty(rows, masks.shape[1], tracks)

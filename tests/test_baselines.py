@@ -130,13 +130,15 @@ def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, tracks):
     argv += ["--baseline", str(borzoi_dir), "--length", str(LENGTH), "--crop-bins", "4"]
     argv += ["--device", "cpu"]
     argv += ["--tracks", *tracks.identifier[2:]]  # the unstranded DNase and ATAC tracks
+    argv += ["--protocol", "legacy", "--layout", "wide"]  # the expectation below is written so
     assert main(argv) == 0
     scores = pd.read_csv(out / "scores.tsv", sep="\t")
     skipped = pd.read_csv(out / "skipped.tsv", sep="\t")
     assert skipped["reason"].tolist() == ["ref_mismatch"] and len(scores) == 1
     # Expected from the library: windows centred on the variant, bins 4..27 kept.
     genome = Genome(fixture_path("genome/hg38_1m.fa.gz"))
-    ref, alt = genome.variant_windows("chr1", 14677, "G", "A", LENGTH)
+    windows = genome.variant_windows("chr1", 14677, "G", "A", LENGTH, left=LENGTH // 2)
+    ref, alt = windows.reference, windows.alternative
     pred = reference_prediction(build_borzoi(borzoi_dir), np.stack([ref, alt]), tracks)[:, 4:28]
     start = 14677 - 1 - LENGTH // 2 + 4 * 32
     bins = [b for b in range(24) if start + 32 * b < 14900 and start + 32 * b + 32 > 13999]

@@ -102,7 +102,7 @@ rule score_variants:
         fasta=f"{DATA}/genome/{HUMAN}.ml.fa",
         gtf=f"{DATA}/genes/gencode41_basic_nort.gtf",
     output:
-        scores=f"{RESULTS}/eval/variants/{{model}}/scores.tsv",
+        scores=f"{RESULTS}/eval/variants/{{model}}/sed.h5",
         tracks=f"{RESULTS}/eval/variants/{{model}}/tracks.tsv",
         skipped=f"{RESULTS}/eval/variants/{{model}}/skipped.tsv",
         summary=f"{RESULTS}/eval/variants/{{model}}/summary.json",
@@ -121,12 +121,22 @@ rule score_variants:
         model=model_args,
         out=lambda wc, output: str(Path(output.scores).parent),
         options=cli_options(
-            EQTL, ("min_pip", "length", "crop_bins", "batch_size", "units")
+            EQTL,
+            (
+                "min_pip",
+                "length",
+                "crop_bins",
+                "batch_size",
+                "protocol",
+                "units",
+                "ensemble",
+            ),
         ),
     shell:
+        # Borzoi's sed.h5 layout: float16 logSEDs, as Borzoi's own benchmark reads them.
         "flashrna score-variants {params.model} --head human --eqtls {input.eqtls} "
-        "--tracks {input.tracks} --stats logSED --fasta {input.fasta} --gtf {input.gtf} "
-        "{params.options} --out {params.out} > {log} 2>&1"
+        "--tracks {input.tracks} --stats logSED --format h5 --fasta {input.fasta} "
+        "--gtf {input.gtf} {params.options} --out {params.out} > {log} 2>&1"
 
 
 rule eqtl_benchmark:
@@ -150,7 +160,9 @@ rule eqtl_benchmark:
         **resources("report"),
     params:
         out=lambda wc, output: str(Path(output.summary).parent),
-        options=cli_options(EQTL, ("min_pip", "min_variants", "tissue_map")),
+        options=cli_options(
+            EQTL, ("min_pip", "min_variants", "tissue_map", "protocol", "tissue_count")
+        ),
     shell:
         "flashrna eqtl-benchmark --scores {input.scores} --eqtls {input.eqtls} "
         "{params.options} --out {params.out} > {log} 2>&1"
