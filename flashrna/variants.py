@@ -1073,26 +1073,31 @@ def register_bench(parser: argparse.ArgumentParser) -> None:
 def write_bench_inputs(
     directory: Path, preset: str, length: int, variants: int, tracks: int, head_tracks: int | None
 ) -> dict[str, Path]:
-    """A random genome (``genome.fa``), genes (``genes.gtf``), SNVs (``variants.vcf``) and a
-    random ``preset`` model whose first ``tracks`` outputs are GTEx-like RNA tracks
-    (``model/``) in ``directory``."""
+    """A random genome (``genome.fa``), genes every 25 kb with 10 exons of 150 bp 1.5 kb apart
+    (``genes.gtf``), SNVs within 250 bp of an exon (``variants.vcf``) and a random ``preset``
+    model whose first ``tracks`` outputs are GTEx-like RNA tracks (``model/``) in
+    ``directory``."""
     from flashrna.model import build_model, model_config, save_model
 
     rng = np.random.default_rng(0)
-    size = length + variants * 10_000
+    size = length + 25_000 * (variants // 2 + 1)
     bases = np.frombuffer(b"ACGT", np.uint8)[rng.integers(0, 4, size)].tobytes().decode()
     directory.mkdir(parents=True, exist_ok=True)
     paths = {name: directory / name for name in ("genome.fa", "genes.gtf", "variants.vcf")}
+    (directory / "genome.fa.fai").unlink(missing_ok=True)  # a stale index would be trusted
     lines = [bases[k : k + 80] for k in range(0, size, 80)]
     paths["genome.fa"].write_text(">chrB\n" + "\n".join(lines) + "\n")
+    starts = range(length // 2, size - length // 2 - 15_000, 25_000)
     exons = [
         f"chrB\tb\texon\t{start + 1500 * k + 1}\t{start + 1500 * k + 150}\t.\t{'+-'[g % 2]}\t.\t"
         f'gene_id "G{g}"; transcript_id "T{g}";'
-        for g, start in enumerate(range(1_000, size - 15_000, 25_000))
+        for g, start in enumerate(starts)
         for k in range(10)
     ]
     paths["genes.gtf"].write_text("\n".join(exons) + "\n")
-    positions = np.sort(rng.choice(np.arange(length // 2, size - length // 2), variants, False))
+    exon_starts = [start + 1500 * k for start in starts for k in range(10)]
+    chosen = rng.choice(exon_starts, variants, replace=len(exon_starts) < variants)
+    positions = np.sort(chosen + rng.integers(-100, 250, variants))
     records = []
     for k, pos in enumerate(positions):
         ref = bases[pos - 1]

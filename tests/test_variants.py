@@ -708,3 +708,16 @@ def test_planted_effects_are_ranked(tmp_path, single_thread):
     assert (truth > 0).sum() >= 5 and (truth < 0).sum() >= 5  # gains and losses were planted
     rho = spearmanr(predicted, truth)[0]
     assert rho > 0.6, rho
+
+
+def test_bench_variants_scores_its_synthetic_variants(tmp_path):
+    """`flashrna bench variants` (not timed here): inputs kept in --workdir, every variant
+    scored on genes, the result written."""
+    argv = ["bench", "variants", "--preset", "tiny", "--length", "2048", "--variants", "3"]
+    argv += ["--tracks", "5", "--device", "cpu", "--workdir", str(tmp_path / "w")]
+    assert main([*argv, "--output", str(tmp_path / "r.json"), "--batch-size", "2"]) == 0
+    result = pd.read_json(tmp_path / "r.json", typ="series")
+    assert result["variants"] == 3 and result["variant_genes"] >= 3 and result["tracks"] == 5
+    assert result["variants_per_s"] > 0 and result["protocol"] == "borzoi"
+    scores = pd.read_csv(tmp_path / "w" / "out" / "scores.tsv", sep="\t")
+    assert set(scores["track"]) == {f"GTEX-{k}" for k in range(5)}
