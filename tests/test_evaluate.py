@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -309,8 +310,15 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
     tables = ["--eqtls", str(adipose), str(merged), "--tracks", *tracks.identifier]
     formats = ["--format", "tsv", "parquet", "h5"]
     assert main(["score-variants", *tables, *formats, "--out", str(sv), *common]) == 0
-    for scores_file in ("scores.tsv", "scores.parquet", "sed.h5"):
-        again = tmp_path / f"again-{scores_file}"
+    # The wide layout of the same scores, beside copies of tracks.tsv and skipped.tsv.
+    long = pd.read_csv(sv / "scores.tsv", sep="\t")
+    wide = long.pivot(index=["variant", "ref", "gene_id"], columns="track", values="logSED")
+    (tmp_path / "wide").mkdir()
+    wide.add_prefix("logSED:").reset_index().to_csv(tmp_path / "wide" / "w.tsv", sep="\t")
+    for name in ("tracks.tsv", "skipped.tsv", "summary.json"):
+        (tmp_path / "wide" / name).write_bytes((sv / name).read_bytes())
+    for scores_file in ("scores.tsv", "scores.parquet", "sed.h5", "../wide/w.tsv"):
+        again = tmp_path / f"again-{Path(scores_file).name}"
         assert main([*argv, "--out", str(again), "--scores", str(sv / scores_file)]) == 0
         for name in ("tissues.csv", "eqtls.csv"):
             got, want = pd.read_csv(again / name), pd.read_csv(eq / name)
