@@ -3,12 +3,21 @@
 A GTF's ``exon`` lines (1-based, inclusive coordinates) are grouped by ``gene_id``; a gene's exon
 set is the union of its transcripts' exons, merged into sorted, disjoint 0-based half-open
 intervals. Other feature lines (gene, transcript, CDS, UTR, codons) are ignored, so a GENCODE file
-and a file of exon lines alone give the same genes.
+and a file of exon lines alone give the same genes (as baskerville's ``gene.Transcriptome``).
 
 Output bins: a model window whose first output bin starts at genomic position ``window_start``
 (0-based) has bins ``b = 0 .. num_bins - 1`` covering ``[window_start + 32 b, window_start + 32 b
-+ 32)``. A gene's exon bins (:meth:`Gene.exon_bins`) are the bins that overlap any of its exons by
-at least one base, sorted and unique, so a bin shared by two exons or transcripts counts once.
++ 32)``. A gene's exon bins (:meth:`Gene.exon_bins`, :func:`interval_bins`) are the union over
+its merged exons, sorted and unique, under one of two rules (:data:`BIN_RULES`):
+
+- ``majority`` (Borzoi's default, calico/borzoi ``borzoi_sed.py`` ``map_snpseq_genes`` with
+  ``majority_overlap=True``): an exon ``[s, e)`` in window coordinates, its ends first clipped
+  at 0, covers bins ``round(s / 32)`` .. ``round(e / 32) - 1`` with NumPy's rounding (half to
+  even), clipped to the window. Equivalently, bin ``b`` counts when the exon covers its centre
+  ``32 b + 16``: an exon starting exactly there counts for even ``b``, one ending exactly there for
+  odd ``b``. Since rounding is monotone, merging exons first changes nothing.
+- ``any``: every bin the exon overlaps by at least one base (``floor(s / 32)`` .. ``ceil(e / 32)
+  - 1``; Borzoi's ``majority_overlap=False``).
 """
 
 from __future__ import annotations
@@ -51,18 +60,40 @@ class Gene:
         """True when an exon overlaps ``[start, end)``."""
         return bool(((self.exons[:, 0] < end) & (self.exons[:, 1] > start)).any())
 
-    def exon_bins(self, window_start: int, num_bins: int, bin_size: int = BIN_SIZE) -> np.ndarray:
+    def exon_bins(
+        self, window_start: int, num_bins: int, rule: str = "majority", bin_size: int = BIN_SIZE
+    ) -> np.ndarray:
         """Sorted unique indices (int64, (k,)) of the ``num_bins`` bins from ``window_start`` that
-        overlap an exon; empty when none does."""
-        first = np.floor_divide(self.exons[:, 0] - window_start, bin_size)
-        stop = -np.floor_divide(window_start - self.exons[:, 1], bin_size)  # ceil division
-        first, stop = first.clip(0, num_bins), stop.clip(0, num_bins)
-        if not (stop > first).any():
-            return np.zeros(0, dtype=np.int64)
-        # Merged exons are disjoint, but two may still touch the same bin: unique.
-        return np.unique(
-            np.concatenate([np.arange(a, b) for a, b in zip(first, stop, strict=True)])
-        )
+        the gene's exons cover under ``rule`` (module docstring); empty when none."""
+        return interval_bins(self.exons - window_start, num_bins, rule, bin_size)
+
+
+BIN_RULES = ("majority", "any")
+
+
+def interval_bins(
+    intervals: np.ndarray, num_bins: int, rule: str = "majority", bin_size: int = BIN_SIZE
+) -> np.ndarray:
+    """Sorted unique bins (int64, (k,)) of a window of ``num_bins`` bins covered by half-open
+    ``intervals`` (int, (n, 2)) given in window coordinates (bp from the first bin's start),
+    under ``rule`` (module docstring)."""
+    intervals = np.asarray(intervals, dtype=np.int64).reshape(-1, 2)
+    if rule == "majority":
+        edges = np.round(np.maximum(intervals, 0) / bin_size)
+    elif rule == "any":
+        edges = np.stack(
+            [intervals[:, 0] // bin_size, -(-intervals[:, 1] // bin_size)], axis=1
+        ).astype(np.float64)
+    else:
+        raise FlashRNAError(f"exon bin rule '{rule}' is not one of {BIN_RULES}")
+    first, stop = edges.clip(0, num_bins).astype(np.int64).T
+    keep = stop > first
+    if not keep.any():
+        return np.zeros(0, dtype=np.int64)
+    # Disjoint intervals may still share a bin: unique.
+    return np.unique(
+        np.concatenate([np.arange(a, b) for a, b in zip(first[keep], stop[keep], strict=True)])
+    )
 
 
 def merge_intervals(intervals: Iterable[tuple[int, int]]) -> np.ndarray:

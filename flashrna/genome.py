@@ -8,16 +8,30 @@ Coordinates are 0-based half-open; a window reaching past either contig end is p
 so ``fetch(chrom, start, end)`` always returns ``end - start`` bases. The FASTA is (re)opened
 lazily in each process, so a genome can be handed to DataLoader workers.
 
-Variant windows (:meth:`Genome.variant_windows`): for a VCF-style variant (1-based ``pos``,
-``ref``, ``alt``) both windows are ``length`` bases and the variant's first base sits at index
-``length // 2``. The reference allele is checked against the genome. For an indel the alternative
-window keeps the same left flank; its right flank is fetched anew after the allele and trimmed,
-so a deletion pulls in downstream bases and an insertion pushes them out of the window.
+Variant windows (:meth:`Genome.variant_windows`) follow baskerville's ``vcf.snp_seq1`` and
+``vcf.dna_length_1hot`` (calico/baskerville ``src/baskerville/vcf.py``) step by step, for a
+VCF-style variant (1-based ``pos``, ``ref``, ``alt``) and input length ``L``:
+
+1. fetch ``L + d`` bases, ``d = max(0, len(ref) - len(alt))`` (a deletion fetches the bases it
+   pulls in), starting ``left`` bases before the variant (``left = L/2 - 1`` as ``snp_seq1``:
+   the variant's first base at index ``L/2 - 1``); N beyond the contig start, and beyond its end
+   only as far as needed to reach ``L`` bases (``snp_seq1`` pads to ``L``, not ``L + d``);
+2. check the genome's bases at the variant against REF; when they differ but equal ALT, the
+   genome carries ALT and REF is written in its place (``snp_seq1``'s swap); the score then still
+   measures ALT against REF as given;
+3. each allele's sequence is the left flank, the allele, and the bases after the genome's allele;
+4. fit to ``L`` as ``dna_length_1hot`` does: a longer sequence loses ``(n - L) // 2`` bases at the
+   start and the rest at the end; a shorter one gains ``(L - n) // 2`` N in front and the rest
+   behind.
+
+Where a genome position lands in each allele's window is kept as an :class:`AlleleLayout`, so
+gene exons can be mapped into either allele's window (:mod:`flashrna.variants`).
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,29 +122,94 @@ class Genome:
         return out
 
     def variant_windows(
-        self, chrom: str, pos: int, ref: str, alt: str, length: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        chrom: str,
+        pos: int,
+        ref: str,
+        alt: str,
+        length: int,
+        *,
+        left: int | None = None,
+        swap: bool = True,
+    ) -> VariantWindows:
         """Reference and alternative windows (uint8 ``[length]`` each) of the variant at 1-based
-        ``pos``, its first base at index ``length // 2``; ``ReferenceMismatchError`` when ``ref``
-        is not the genome's sequence there."""
+        ``pos`` as ``snp_seq1`` + ``dna_length_1hot`` build them (module docstring), the
+        variant's first base at index ``left`` (default ``length // 2 - 1``) before any trim.
+        ``ReferenceMismatchError`` when the genome holds neither REF nor (with ``swap``) ALT."""
         for name, allele in (("REF", ref), ("ALT", alt)):
             if not allele or not set(allele.upper()) <= set("ACGTN"):
                 raise FlashRNAError(
                     f"{chrom}:{pos}: {name} '{allele}' is not a sequence of A, C, G, T, N"
                 )
-        self._check_contig(chrom)
+        size = self._check_contig(chrom)
+        left = length // 2 - 1 if left is None else left
         at = pos - 1
-        found = decode_sequence(self.fetch(chrom, at, at + len(ref)))
-        if found != ref.upper():
-            raise ReferenceMismatchError(
-                f"{self.path.name} {chrom}:{pos}: REF is {ref} but the genome has {found}"
-            )
-        left = length // 2
         start = at - left
-        reference = self.fetch(chrom, start, start + length)
-        right = max(length - left - len(alt), 0)
-        after = at + len(ref)
-        alternative = np.concatenate(
-            [reference[:left], encode_sequence(alt), self.fetch(chrom, after, after + right)]
-        )[:length]
-        return reference, alternative
+        end = min(start + length + max(0, len(ref) - len(alt)), size)
+        sequence = self.fetch(chrom, start, max(end, start))
+        if len(sequence) < length:
+            sequence = np.concatenate([sequence, np.full(length - len(sequence), N, np.uint8)])
+        alleles = encode_sequence(ref), encode_sequence(alt)
+        found = sequence[left : left + len(ref)]
+        swapped = not np.array_equal(found, alleles[0])
+        if swapped and not (swap and np.array_equal(sequence[left : left + len(alt)], alleles[1])):
+            also = " or ALT" if swap else ""
+            raise ReferenceMismatchError(
+                f"{self.path.name} {chrom}:{pos}: REF is {ref} but the genome has "
+                f"{decode_sequence(found)} (not REF{also})"
+            )
+        genome_allele = alleles[1] if swapped else alleles[0]
+        before, after = sequence[:left], sequence[left + len(genome_allele) :]
+        windows, layouts = [], []
+        for allele in alleles:
+            window, shift = fit_length(np.concatenate([before, allele, after]), length)
+            windows.append(window)
+            layouts.append(AlleleLayout(start - shift, at, len(genome_allele), len(allele)))
+        return VariantWindows(windows[0], windows[1], swapped, layouts[0], layouts[1])
+
+
+def fit_length(sequence: np.ndarray, length: int) -> tuple[np.ndarray, int]:
+    """``sequence`` trimmed or N-padded to ``length`` around its centre as baskerville's
+    ``dna_length_1hot`` does, and the shift of its indices (new index = old index + shift)."""
+    if len(sequence) > length:
+        trim = (len(sequence) - length) // 2
+        return sequence[trim : trim + length], -trim
+    front = (length - len(sequence)) // 2
+    padded = np.full(length, N, dtype=np.uint8)
+    padded[front : front + len(sequence)] = sequence
+    return padded, front
+
+
+@dataclass(frozen=True)
+class AlleleLayout:
+    """Where genome coordinates land in one allele's window: the left flank at ``x - start``;
+    from ``site`` on, the allele's ``inserted`` bases replace the genome's ``replaced`` bases, so
+    the bases after them move by ``inserted - replaced``."""
+
+    start: int
+    site: int
+    replaced: int
+    inserted: int
+
+    def index(self, positions: np.ndarray) -> np.ndarray:
+        """Window positions (int64, same shape) of genome boundaries ``positions``: a boundary
+        inside the replaced bases lands inside the allele, at most at its end."""
+        offset = np.asarray(positions, dtype=np.int64) - self.site
+        after = np.where(
+            offset >= self.replaced,
+            offset - self.replaced + self.inserted,
+            np.minimum(offset, self.inserted),
+        )
+        return self.site - self.start + np.where(offset <= 0, offset, after)
+
+
+@dataclass(frozen=True)
+class VariantWindows:
+    """The two input windows of a variant (uint8 ``[L]`` each, REF and ALT as given), whether the
+    genome carries ALT (``swapped``), and each window's :class:`AlleleLayout`."""
+
+    reference: np.ndarray
+    alternative: np.ndarray
+    swapped: bool
+    reference_layout: AlleleLayout
+    alternative_layout: AlleleLayout

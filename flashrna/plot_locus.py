@@ -11,9 +11,9 @@ Where to look (:func:`locate`):
   model's whole output.
 
 The model input of ``--length`` bp (default: the model's own) is centred on the variant (its first
-base at index L // 2, as ``score-variants`` places it, REF checked against the FASTA) or else on the
-middle of the region. The model predicts the ``L / 32 - 2 crop_bins`` bins of 32 bp in the middle of
-its input; a region wider than that is cut to it (with a warning).
+base at index L // 2 - 1, as ``score-variants`` places it, REF checked against the FASTA) or else on
+the middle of the region. The model predicts the ``L / 32 - 2 crop_bins`` bins of 32 bp in the
+middle of its input; a region wider than that is cut to it (with a warning).
 
 The figure: a row per track (``--tracks``/``--assays``, at most :data:`MAX_TRACKS`) and a column per
 model (the ensemble of the ``--model`` values, as in every step; with ``--side-by-side`` a column
@@ -254,10 +254,9 @@ def predict_locus(
 
     variant = locus.variant
     if variant is not None:
-        windows = np.stack(
-            genome.variant_windows(variant.chrom, variant.pos, variant.ref, variant.alt, length)
-        )
-        input_start = variant.pos - 1 - length // 2
+        pair = genome.variant_windows(variant.chrom, variant.pos, variant.ref, variant.alt, length)
+        windows = np.stack([pair.reference, pair.alternative])
+        input_start = variant.pos - 1 - (length // 2 - 1)  # score-variants' placement
     else:
         input_start = (locus.start + locus.end) // 2 - length // 2
         windows = genome.fetch(locus.chrom, input_start, input_start + length)[None]

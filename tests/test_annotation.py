@@ -1,12 +1,17 @@
-"""GTF genes and exon-bin sets, against an independent per-base computation on real GENCODE
-examples (CD99: 13 transcripts, CFHR2)."""
+"""GTF genes and exon-bin sets, against independent computations (per base; Borzoi's
+majority-overlap rule per transcript exon in exact arithmetic) on real GENCODE examples (CD99: 13
+transcripts, CFHR2)."""
 
 from __future__ import annotations
 
-import pytest
-from helpers import fixture_path
+from fractions import Fraction
+from pathlib import Path
 
-from flashrna.annotation import Annotation, merge_intervals
+import numpy as np
+import pytest
+from helpers import FIXTURES, fixture_path
+
+from flashrna.annotation import Annotation, interval_bins, merge_intervals
 from flashrna.utils import FlashRNAError
 
 
@@ -36,8 +41,72 @@ def test_exon_bins_match_union_over_transcripts(name, gene_id):
     for offset in (-5_013, -20_007, 17, 9_999, 30_001, 60_000):
         start = gene.start + offset
         for num_bins in (1, 300, 2_000):
-            got = gene.exon_bins(start, num_bins).tolist()
+            got = gene.exon_bins(start, num_bins, rule="any").tolist()
             assert got == expected_bins(path, gene_id, start, num_bins), (offset, num_bins)
+
+
+def gtf_exons(path) -> dict[str, list[tuple[int, int]]]:
+    """Per gene_id the exon lines of every transcript, unmerged, 0-based half-open."""
+    exons: dict[str, list[tuple[int, int]]] = {}
+    for line in path.read_text().splitlines():
+        fields = line.split("\t")
+        if line.startswith("#") or len(fields) < 9 or fields[2] != "exon":
+            continue
+        gene_id = fields[8].split('gene_id "')[1].split('"')[0]
+        exons.setdefault(gene_id, []).append((int(fields[3]) - 1, int(fields[4])))
+    return exons
+
+
+def borzoi_majority_bins(exons, window_start: int, num_bins: int) -> list[int]:
+    """borzoi_sed.py map_snpseq_genes (majority_overlap=True) for one gene, per transcript exon
+    and in exact arithmetic: ends clipped at 0, bins round(start/32) .. round(end/32) with
+    round-half-to-even (Python's round of a Fraction), clipped to the window, union."""
+    bins: set[int] = set()
+    for start, end in exons:
+        first = round(Fraction(max(0, start - window_start), 32))
+        stop = round(Fraction(max(0, end - window_start), 32))
+        bins.update(range(max(0, min(first, num_bins)), max(0, min(stop, num_bins))))
+    return sorted(bins)
+
+
+ANNOTATIONS = sorted((FIXTURES / "annotation").glob("*.gtf")) or ["missing.gtf"]
+
+
+@pytest.mark.parametrize("path", ANNOTATIONS, ids=lambda p: Path(p).name)
+def test_majority_exon_bins_match_borzoi_rule(path):
+    path = fixture_path(f"annotation/{Path(path).name}")
+    annotation = Annotation.read_gtf(path)
+    half_bin_edges = 0
+    for gene_id, exons in gtf_exons(path).items():
+        gene = annotation.genes[gene_id]
+        first_start, last_end = min(s for s, _ in exons), max(e for _, e in exons)
+        # Generic offsets, and windows that put an exon edge exactly half-way into an even or an
+        # odd bin (start edges count for even bins, end edges for odd ones).
+        starts = [gene.start + offset for offset in (-5_013, -20_007, 17, 9_999, 30_001)]
+        starts += [first_start - 16 - 32 * k for k in (100, 101)]
+        starts += [last_end - 16 - 32 * k for k in (500, 501)]
+        for start in starts:
+            half_bin_edges += any((s - start) % 32 == 16 for pair in exons for s in pair)
+            for num_bins in (1, 300, 2_000):
+                got = gene.exon_bins(start, num_bins).tolist()
+                assert got == borzoi_majority_bins(exons, start, num_bins), (start, num_bins)
+    assert half_bin_edges >= 4
+
+
+def test_majority_rule_at_half_a_bin():
+    # An exon from 16 bp into bin 2 (even) takes bin 2; from 16 bp into bin 3 (odd) it does not.
+    assert interval_bins(np.array([[80, 200]]), 10).tolist() == [2, 3, 4, 5]
+    assert interval_bins(np.array([[112, 200]]), 10).tolist() == [4, 5]
+    # Ending 16 bp into bin 5 (odd) takes bin 5; 16 bp into bin 6 (even) leaves it out.
+    assert interval_bins(np.array([[64, 176]]), 10).tolist() == [2, 3, 4, 5]
+    assert interval_bins(np.array([[64, 208]]), 10).tolist() == [2, 3, 4, 5]
+    # A 10-bp exon across a bin centre takes the bin; one beside it takes none; any overlap
+    # takes every touched bin.
+    assert interval_bins(np.array([[40, 50]]), 10).tolist() == [1]
+    assert interval_bins(np.array([[33, 47]]), 10).tolist() == []
+    assert interval_bins(np.array([[33, 47]]), 10, rule="any").tolist() == [1]
+    with pytest.raises(FlashRNAError, match="exon bin rule 'most'"):
+        interval_bins(np.array([[0, 1]]), 10, rule="most")
 
 
 def test_gene_attributes_and_merged_exons():

@@ -163,6 +163,7 @@ def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, imported_borzoi, t
     argv += ["--model", str(model), "--length", str(LENGTH), "--crop-bins", "4"]
     argv += ["--device", "cpu"]
     argv += ["--tracks", *tracks.identifier[2:]]  # the unstranded DNase and ATAC tracks
+    argv += ["--protocol", "legacy", "--layout", "wide"]  # the expectation below is written so
     assert main(argv) == 1  # Borzoi is built for 524,288 bp: refused ...
     assert main([*argv, "--allow-length"]) == 0  # ... unless allowed
     scores = pd.read_csv(out / "scores.tsv", sep="\t")
@@ -170,7 +171,8 @@ def test_score_variants_with_a_baseline(tmp_path, borzoi_dir, imported_borzoi, t
     assert skipped["reason"].tolist() == ["ref_mismatch"] and len(scores) == 1
     # Expected from the library: windows centred on the variant, bins 4..27 kept.
     genome = Genome(fixture_path("genome/hg38_1m.fa.gz"))
-    ref, alt = genome.variant_windows("chr1", 14677, "G", "A", LENGTH)
+    windows = genome.variant_windows("chr1", 14677, "G", "A", LENGTH, left=LENGTH // 2)
+    ref, alt = windows.reference, windows.alternative
     pred = reference_prediction(build_borzoi(borzoi_dir), np.stack([ref, alt]), tracks)[:, 4:28]
     start = 14677 - 1 - LENGTH // 2 + 4 * 32
     bins = [b for b in range(24) if start + 32 * b < 14900 and start + 32 * b + 32 > 13999]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -269,7 +270,7 @@ ADIPOSE = [  # variant, gene, pip, beta_posterior, allele1
     ("chr1_63697_T_C_b38", "ENSG4.9", 0.97, -0.5, "T"),
     ("chr1_64764_C_T_b38", "ENSG3", 0.92, 0.1, "C"),
     ("chr1_64764_C_T_b38", "ENSG1", 0.96, 0.6, "C"),  # gene outside the window: score 0
-    ("chr1_14680_A_G_b38", "ENSG1", 0.99, 0.9, "A"),  # REF mismatch: not scored
+    ("chr1_14680_A_C_b38", "ENSG1", 0.99, 0.9, "A"),  # the genome has G: not scored
     ("chr1_108230_C_T_b38", "ENSG1", 0.5, 2.0, "C"),  # PIP too low
 ]
 BLOOD = [  # method, then as ADIPOSE
@@ -304,14 +305,29 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
     assert main([*argv, "--out", str(eq), *common]) == 0
 
     # score-variants on the eQTL tables' variants: the expected scores, and the input of
-    # eqtl-benchmark --scores, which must give the same results.
+    # eqtl-benchmark --scores, which must give the same results from each format.
     sv = tmp_path / "sv"
     tables = ["--eqtls", str(adipose), str(merged), "--tracks", *tracks.identifier]
-    assert main(["score-variants", *tables, "--out", str(sv), *common]) == 0
-    again = tmp_path / "again"
-    assert main([*argv, "--out", str(again), "--scores", str(sv / "scores.tsv")]) == 0
-    for name in ("tissues.csv", "eqtls.csv"):
-        pd.testing.assert_frame_equal(pd.read_csv(again / name), pd.read_csv(eq / name))
+    formats = ["--format", "tsv", "parquet", "h5"]
+    assert main(["score-variants", *tables, *formats, "--out", str(sv), *common]) == 0
+    # The wide layout of the same scores, beside copies of tracks.tsv and skipped.tsv.
+    long = pd.read_csv(sv / "scores.tsv", sep="\t")
+    wide = long.pivot(index=["variant", "ref", "gene_id"], columns="track", values="logSED")
+    (tmp_path / "wide").mkdir()
+    wide.add_prefix("logSED:").reset_index().to_csv(tmp_path / "wide" / "w.tsv", sep="\t")
+    for name in ("tracks.tsv", "skipped.tsv", "summary.json"):
+        (tmp_path / "wide" / name).write_bytes((sv / name).read_bytes())
+    for scores_file in ("scores.tsv", "scores.parquet", "sed.h5", "../wide/w.tsv"):
+        again = tmp_path / f"again-{Path(scores_file).name}"
+        assert main([*argv, "--out", str(again), "--scores", str(sv / scores_file)]) == 0
+        for name in ("tissues.csv", "eqtls.csv"):
+            got, want = pd.read_csv(again / name), pd.read_csv(eq / name)
+            if scores_file == "sed.h5":  # float16 logSEDs, as Borzoi stores them
+                for column in ("score", "spearman"):
+                    if column in got:
+                        np.testing.assert_allclose(got[column], want[column], rtol=2e-3)
+                        got[column] = want[column]
+            pd.testing.assert_frame_equal(got, want)
     scores = pd.read_csv(sv / "scores.tsv", sep="\t")
     scores["gene"] = scores["gene_id"].str.split(".").str[0]
     pairs = pd.read_csv(eq / "eqtls.csv")
@@ -322,16 +338,18 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
         ("Adipose_Subcutaneous", ADIPOSE, "RNA:adipose_tissue"),
         ("Whole_Blood", [row[1:] for row in BLOOD[:3]], "RNA:blood"),
     ):
-        columns = [
-            f"logSED:{i}" for i in tracks.identifier[tracks.frame["description"] == description]
-        ]
+        identifiers = tracks.identifier[tracks.frame["description"] == description]
         expected = []  # (variant, score, beta)
         for variant, gene, pip, beta, allele1 in rows:
             if pip <= 0.9:
                 continue
-            hit = scores[(scores["variant"] == variant) & (scores["gene"] == gene.split(".")[0])]
-            value = hit[columns].to_numpy().mean() if len(hit) else 0.0
-            if variant == "chr1_14680_A_G_b38":
+            hit = scores[
+                (scores["variant"] == variant)
+                & (scores["gene"] == gene.split(".")[0])
+                & scores["track"].isin(identifiers)
+            ]
+            value = hit["logSED"].mean() if len(hit) else 0.0
+            if variant == "chr1_14680_A_C_b38":
                 value = math.nan
             expected.append((variant, -value if allele1 != variant.split("_")[2] else value, beta))
         got = pairs[pairs["tissue"] == tissue]
@@ -341,11 +359,23 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
         rho = spearmanr([e[1] for e in usable], [e[2] for e in usable])[0]
         assert tissues.loc[tissue, "spearman"] == pytest.approx(rho)
         assert tissues.loc[tissue, "scored"] == len(usable)
-        assert tissues.loc[tissue, "tracks"] == len(columns) == 3
+        assert tissues.loc[tissue, "tracks"] == len(identifiers) == 3
         rhos.append(rho)
-    counts = tissues.loc["Adipose_Subcutaneous", ["outside_window", "not_scored", "flipped"]]
-    assert counts.tolist() == [1, 1, 1]
+    columns = ["eqtls", "outside_window", "not_scored", "skipped_ref_mismatch", "flipped"]
+    assert tissues.loc["Adipose_Subcutaneous", columns].tolist() == [7, 1, 1, 1, 1]
     assert summary["spearman_mean"] == pytest.approx(np.mean(rhos)) and summary["tissues"] == 2
+    assert summary["protocol"].startswith("borzoi (window=borzoi, ref_mismatch=swap, units=scaled")
+    assert summary["tissue_count"] == "table"
+
+    # Borzoi counts a tissue's pairs in the table (7 for adipose), flashrna 0.1 its scored ones.
+    for count, included in (("table", True), ("scored", False)):
+        out = tmp_path / f"count-{count}"
+        options = ["--min-variants", "6", "--tissue-count", count]
+        assert main([*argv[:-2], *options, "--out", str(out), "--scores", str(sv / "sed.h5")]) == 0
+        assert pd.read_csv(out / "tissues.csv").set_index("tissue")["included"].to_dict() == {
+            "Adipose_Subcutaneous": included,
+            "Whole_Blood": False,
+        }
 
 
 def test_eqtl_benchmark_uses_the_models_own_gtex_tissue_column(tmp_path):
@@ -382,13 +412,14 @@ def test_eqtl_benchmark_uses_the_models_own_gtex_tissue_column(tmp_path):
     assert summary["tissue_tracks"] == "the model's gtex_tissue column"
     # The pair scores read the one adipose track only.
     scored = pd.read_csv(scores, sep="\t")
-    column = f"logSED:{tracks.identifier[adipose[0]]}"
     hit = scored[
-        (scored["variant"] == "chr1_14677_G_A_b38") & scored["gene_id"].str.startswith("ENSG1.")
+        (scored["variant"] == "chr1_14677_G_A_b38")
+        & scored["gene_id"].str.startswith("ENSG1.")
+        & (scored["track"] == tracks.identifier[adipose[0]])
     ]
     pairs = pd.read_csv(tmp_path / "eq" / "eqtls.csv")
     got = pairs[pairs["variant"] == "chr1_14677_G_A_b38"]["score"].item()
-    assert got == pytest.approx(hit[column].item(), rel=1e-4)
+    assert got == pytest.approx(hit["logSED"].item(), rel=1e-4)
 
 
 def test_eqtl_inputs_are_checked(tmp_path, capsys):

@@ -142,11 +142,11 @@ def test_locus_values_are_the_models_predictions_and_the_shards_targets(demo):
     )
     assert list(data.predictions) == ["m0", "m1"] and data.alleles == ["REF", "ALT"]
     # The REF window centred on the variant, and the ALT one with the base changed by hand.
-    start = variant.pos - 1 - LENGTH // 2
+    start = variant.pos - 1 - (LENGTH // 2 - 1)
     reference = Genome(demo["fasta"]).fetch(variant.chrom, start, start + LENGTH)
     alternative = reference.copy()
-    alternative[LENGTH // 2] = encode_sequence(variant.alt)[0]
-    assert reference[LENGTH // 2] == encode_sequence(variant.ref)[0]
+    alternative[LENGTH // 2 - 1] = encode_sequence(variant.alt)[0]
+    assert reference[LENGTH // 2 - 1] == encode_sequence(variant.ref)[0]
     output_start = start + 32 * CROP
     first = (locus.start - output_start) // 32
     count = len(data.edges) - 1

@@ -30,6 +30,7 @@ BENCHMARKS = {
         "flashrna.bench.compare:register_compare",
         "FlashRNA against Borzoi on this device (Figure 1)",
     ),
+    "variants": ("flashrna.variants:register_bench", "score-variants variants/s"),
     "gpu": (
         "flashrna.bench.gpu:register_gpu_bench",
         "the prepared GPU run of bench/gpu.sh (ceilings, Figure 1, training, longest input)",

@@ -1,4 +1,5 @@
-"""``flashrna eqtl-benchmark``: GTEx fine-mapped eQTL Spearman (Table 2, Figure 2).
+"""``flashrna eqtl-benchmark``: GTEx fine-mapped eQTL Spearman (Table 2, Figure 2), as calico/borzoi
+``src/scripts/borzoi_gtex_coef_sed.py`` computes it.
 
 GTEx fine-mapped eQTLs (SuSiE, GTEx v8, Wang et al. 2021). Accepted tables (``--eqtls``, TSV,
 optionally gzip/bgzip): a header with at least ``variant`` (``chr1_13550_G_A_b38``: contig,
@@ -12,20 +13,28 @@ Steps: keep ``pip > --min-pip`` (0.9); a tissue's tracks are the head's tracks w
 models: 87 GTEx tracks over 37 tissues); otherwise each tissue maps to one Borzoi GTEx description
 through the committed table ``flashrna/resources/gtex_tissues.tsv`` (``--tissue-map``) and its
 tracks are the head's tracks whose description equals it *and* whose identifier contains
-``GTEX`` (rule from Borzoi's ``borzoi_gtex_coef_sed.py``, made exact: e.g. Whole_Blood and
+``GTEX`` (Borzoi's keyword rule, made exact: e.g. Whole_Blood and
 Cells_EBV-transformed_lymphocytes -> ``RNA:blood``, Cells_Cultured_fibroblasts -> ``RNA:skin``,
 the three arteries -> ``RNA:blood_vessel``); score every distinct variant once with
-:class:`flashrna.variants.VariantScorer` (logSED, ``--units``), or read the scores of an earlier
-``score-variants`` run (``--scores``, e.g. ``score-variants --eqtls``); a variant-gene pair's
-score is the mean logSED over the tissue's tracks, negated when the scored REF is not
-``allele1``; a gene with no exon in the window scores 0 (no predicted effect, as in Borzoi);
-variants that cannot be scored (REF mismatch, missing contig, indel) are left out and counted.
-Per tissue with more than ``--min-variants`` (32) scored pairs: Spearman ρ of score against
-``beta_posterior``; the benchmark is the mean ρ over those tissues.
+:class:`flashrna.variants.VariantScorer` (logSED, the protocol options of score-variants), or
+read the scores of an earlier ``score-variants`` run (``--scores``: its ``scores.tsv``/
+``scores.parquet`` in either layout, or a ``sed.h5`` — also one Borzoi wrote); a variant-gene
+pair's score is the mean logSED over the tissue's tracks, negated when the scored REF (the REF
+as given) is not ``allele1``; a pair without a score row — its gene has no exon bin in the
+window, or its variant none at all — scores 0 (no predicted effect; Borzoi's ``add_scores``);
+variants that cannot be scored (REF mismatch, missing contig, other alleles) are left out and
+counted. Borzoi takes the arcsinh of the mean, which leaves the Spearman ρ unchanged; from a
+``sed.h5`` the logSEDs are float16, as Borzoi reads them.
+
+Tissues (``--tissue-count``): ``table`` (Borzoi): a tissue counts when it has more than
+``--min-variants`` (32) fine-mapped pairs in the table, counted before scoring; ``scored``
+(flashrna 0.1, ``--protocol legacy``): more than that many scored pairs. Per counted tissue:
+Spearman ρ of score against ``beta_posterior``; the benchmark is the mean ρ over them.
 
 Outputs in ``--out``: ``tissues.csv`` (``tissue description tracks eqtls scored
-outside_window not_scored flipped spearman included``), ``eqtls.csv`` (each pair with its
-score), ``summary.json``.
+outside_window no_genes not_scored`` and ``skipped_<reason>`` per reason, ``flipped spearman
+included``), ``eqtls.csv`` (each pair with its score and outcome), ``summary.json`` (with the
+protocol, in words for Table 2's footer).
 """
 
 from __future__ import annotations
@@ -42,14 +51,19 @@ from flashrna.annotation import Annotation
 from flashrna.genome import Genome
 from flashrna.metrics import finite_or_none
 from flashrna.tracks import TrackTable
-from flashrna.utils import FlashRNAError, atomic_file, write_json
+from flashrna.utils import FlashRNAError, atomic_file, read_json, write_json
 from flashrna.variants import (
+    PROTOCOLS,
+    SKIP_REASONS,
+    Protocol,
     VariantScorer,
     add_scoring_arguments,
     eqtl_variants,
     parse_variant_id,
+    protocol_from_args,
     read_eqtls,
     trim_version,
+    wide_frame,
 )
 from flashrna.zoo import add_model_arguments, resolve_model, track_model_from_args
 from flashrna.zoo.interface import default_head
@@ -57,6 +71,10 @@ from flashrna.zoo.interface import default_head
 log = logging.getLogger(__name__)
 
 TISSUE_MAP = Path(__file__).resolve().parents[1] / "resources" / "gtex_tissues.tsv"
+TISSUE_COUNTS = ("table", "scored")
+# Outcomes of a variant that still give its pairs a score (0 when no row holds one).
+SCORED_OUTCOMES = ("scored", "no_genes", "not_in_scores")
+SKIPPED = [r for r in SKIP_REASONS if r != "no_genes"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -93,8 +111,9 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
         "--scores",
-        help="scores.tsv of a score-variants run (with its tracks.tsv and skipped.tsv beside "
-        "it) instead of scoring here; then no model, FASTA or GTF is needed",
+        help="scores of a score-variants run instead of scoring here: scores.tsv or "
+        "scores.parquet (long or wide, with tracks.tsv and skipped.tsv beside it) or sed.h5 "
+        "(also Borzoi's); then no model, FASTA or GTF is needed",
     )
     add_scoring_arguments(parser, required=False)
     add_model_arguments(parser, required=False)
@@ -109,7 +128,13 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
         "--min-variants",
         type=int,
         default=32,
-        help="a tissue counts when it has more scored eQTLs than this",
+        help="a tissue counts when it has more eQTLs than this (see --tissue-count)",
+    )
+    parser.add_argument(
+        "--tissue-count",
+        choices=TISSUE_COUNTS,
+        help="count a tissue's pairs in the table (Borzoi; the default) or its scored pairs "
+        "(--protocol legacy)",
     )
     parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(run=_run_eqtl_benchmark)
@@ -148,10 +173,13 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
     needed = list(dict.fromkeys(i for ids in tissue_identifiers.values() for i in ids))
     if args.scores:
         scores, variants = read_scores(args.scores, eqtls, needed)
+        protocol = scores_protocol(args.scores)
     else:
-        scores, variants = score_eqtl_variants(args, eqtls, needed)
-    per_pair, per_tissue = tissue_spearman(eqtls, scores, variants, tissue_identifiers, tissue_map)
-    per_tissue["included"] = per_tissue["scored"] > args.min_variants
+        scores, variants, protocol = score_eqtl_variants(args, eqtls, needed)
+    count = args.tissue_count or ("scored" if args.protocol == "legacy" else "table")
+    per_pair, per_tissue = tissue_spearman(
+        eqtls, scores, variants, tissue_identifiers, tissue_map, args.min_variants, count
+    )
     included = per_tissue[per_tissue["included"]]
     out = Path(args.out)
     with atomic_file(out / "tissues.csv") as handle:
@@ -159,6 +187,7 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
     with atomic_file(out / "eqtls.csv") as handle:
         per_pair.to_csv(handle, index=False, float_format="%.6g")
     mean = finite_or_none(included["spearman"].mean()) if len(included) else None
+    counted = "in the table" if count == "table" else "scored"
     write_json(
         out / "summary.json",
         {
@@ -173,9 +202,14 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
             "tissue_tracks": "the model's gtex_tissue column"
             if tissues is not None
             else str(args.tissue_map),
+            "tissue_count": count,
+            "protocol": protocol,
+            "protocol_description": (
+                f"logSED by the {protocol} protocol of flashrna score-variants; tissues with "
+                f"more than {args.min_variants} fine-mapped pairs {counted} (PIP > {args.min_pip})"
+            ),
             "scores": args.scores
             or {
-                "units": args.units,
                 "length": args.length,
                 "crop_bins": args.crop_bins,
                 "model": args.model,
@@ -188,15 +222,18 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
 
 def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
     """Identifiers, descriptions and GTEx tissues (None without that column) of the tracks that
-    can be scored, and where they come from: the ``tracks.tsv`` beside ``--scores``, else the
-    head's table (without loading weights)."""
+    can be scored, and where they come from: the ``tracks.tsv`` beside ``--scores`` (or a
+    ``sed.h5``'s targets), else the head's table (without loading weights)."""
     if args.scores:
         path = Path(args.scores).parent / "tracks.tsv"
+        if Path(args.scores).suffix == ".h5" and not path.exists():
+            frame = _read_h5(args.scores, ["target_ids", "target_labels"])
+            return frame["target_ids"], frame["target_labels"], None, str(args.scores)
         try:
             listed = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         except FileNotFoundError:
             raise FlashRNAError(
-                f"{path}: not found (score-variants writes it beside scores.tsv)"
+                f"{path}: not found (score-variants writes it beside its scores)"
             ) from None
         identifiers, descriptions = listed["identifier"].to_numpy(), listed["description"]
         tissues = listed["gtex_tissue"].to_numpy() if "gtex_tissue" in listed else None
@@ -216,11 +253,12 @@ def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.n
 
 def score_eqtl_variants(
     args: argparse.Namespace, eqtls: pd.DataFrame, identifiers: Sequence[str]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """logSED of the eQTL variants on the tracks ``identifiers``, kept for the eQTL genes.
 
-    Returns the scores (``variant ref gene`` + ``logSED:<identifier>``) and, indexed by variant,
-    its ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS` entry)."""
+    Returns the scores (``variant ref gene`` + ``logSED:<identifier>``), indexed by variant its
+    ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS` entry), and the
+    protocol's name."""
     model = track_model_from_args(args, identifiers)
     # The summary records the length and crop used (the model's own unless given).
     args.length, args.crop_bins = model.geometry(args.length, args.crop_bins, args.allow_length)
@@ -232,44 +270,130 @@ def score_eqtl_variants(
         length=args.length,
         crop_bins=args.crop_bins,
         batch_size=args.batch_size,
-        units=args.units,
         stats=["logSED"],
+        protocol=protocol_from_args(args),
         device=args.device,
     )
     variants = pd.DataFrame({"outcome": "scored"}, index=list(dict.fromkeys(eqtls["variant"])))
     pairs = set(zip(eqtls["variant"], eqtls["gene"], strict=True))
+    columns = [f"logSED:{i}" for i in identifiers]
     kept = []
-    for frame, skipped in scorer.run(eqtl_variants(eqtls), args.progress):
+    for batch, skipped in scorer.run(eqtl_variants(eqtls), args.progress):
         for item in skipped:
             variants.loc[item.variant.id, "outcome"] = item.reason
-        if frame is not None:
-            kept.append(_eqtl_rows(frame, pairs, scorer.score_columns))
-    columns = ["variant", "ref", "gene", *scorer.score_columns]
-    scores = pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
-    return scores, variants
+        if batch:
+            kept.append(_eqtl_rows(wide_frame(scorer, batch), pairs, columns))
+    empty = pd.DataFrame(columns=["variant", "ref", "gene", *columns])
+    scores = pd.concat(kept, ignore_index=True) if kept else empty
+    return scores, variants, scorer.protocol.words()
+
+
+def scores_protocol(path: str | Path) -> str:
+    """The protocol of the score-variants run that wrote ``path`` (its ``summary.json``), in
+    :meth:`~flashrna.variants.Protocol.words`."""
+    summary = Path(path).parent / "summary.json"
+    if not summary.exists():
+        return f"unknown ({Path(path).name} has no summary.json beside it)"
+    settings = read_json(summary).get("protocol_settings")
+    return Protocol(**settings).words() if settings else PROTOCOLS["legacy"].words()
 
 
 def read_scores(
     path: str | Path, eqtls: pd.DataFrame, identifiers: Sequence[str]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`score_eqtl_variants`'s result from a score-variants output directory: its
-    ``scores.tsv`` (``path``; only the needed columns are read) and ``skipped.tsv``."""
+    """:func:`score_eqtl_variants`'s scores and outcomes from score-variants output: ``path`` (a
+    ``scores.tsv``/``.parquet`` in either layout, or a ``sed.h5``; only the needed tracks are
+    read) and the ``skipped.tsv`` beside it (without one, absent variants are
+    ``not_in_scores``)."""
     path = Path(path)
-    columns = ["variant", "ref", "gene_id", *(f"logSED:{i}" for i in identifiers)]
-    try:
-        scores = pd.read_csv(path, sep="\t", usecols=columns, dtype={"variant": str, "ref": str})
-        skipped = pd.read_csv(path.parent / "skipped.tsv", sep="\t", dtype=str)
-    except FileNotFoundError as err:
-        raise FlashRNAError(f"{err.filename}: not found") from None
-    except ValueError as err:  # usecols names a column the file lacks
-        raise FlashRNAError(f"{path}: lacks scores this benchmark needs ({err})") from None
+    columns = [f"logSED:{i}" for i in identifiers]
+    if path.suffix == ".h5":
+        scores = _h5_scores(path, identifiers)
+    else:
+        scores = _table_scores(path, identifiers)
     names = list(dict.fromkeys(eqtls["variant"]))
-    reasons = dict(zip(skipped["variant"], skipped["reason"], strict=True))
+    skipped_path = path.parent / "skipped.tsv"
+    reasons = {}
+    if skipped_path.exists():
+        skipped = pd.read_csv(skipped_path, sep="\t", dtype=str, keep_default_na=False)
+        reasons = dict(zip(skipped["variant"], skipped["reason"], strict=True))
     scored = set(scores["variant"])
     outcome = ["scored" if n in scored else reasons.get(n, "not_in_scores") for n in names]
     pairs = set(zip(eqtls["variant"], eqtls["gene"], strict=True))
-    kept = _eqtl_rows(scores, pairs, columns[3:])
-    return kept, pd.DataFrame({"outcome": outcome}, index=names)
+    return _eqtl_rows(scores, pairs, columns), pd.DataFrame({"outcome": outcome}, index=names)
+
+
+def _table_scores(path: Path, identifiers: Sequence[str]) -> pd.DataFrame:
+    """``variant ref gene_id logSED:<identifier>...`` from a long or wide scores table."""
+    parquet = path.suffix == ".parquet"
+    try:
+        if parquet:
+            import pyarrow.parquet as pq
+
+            header = pq.read_schema(path).names
+        else:
+            header = pd.read_csv(path, sep="\t", nrows=0).columns.tolist()
+        keys = ["variant", "ref", "gene_id"]
+        if "track" in header:  # long: the needed tracks' rows, one column per track
+            usecols = [*keys, "track", "logSED"]
+            if parquet:
+                frame = pd.read_parquet(
+                    path, columns=usecols, filters=[("track", "in", list(identifiers))]
+                )
+            else:
+                chunks = pd.read_csv(
+                    path, sep="\t", usecols=usecols, chunksize=1_000_000,
+                    dtype={"variant": str, "ref": str, "track": str},
+                )  # fmt: skip
+                frame = pd.concat(c[c["track"].isin(identifiers)] for c in chunks)
+            wide = frame.pivot_table(
+                index=keys, columns="track", values="logSED", aggfunc="first", sort=False
+            )
+            wide = wide.reindex(columns=list(identifiers)).add_prefix("logSED:")
+            return wide.reset_index()
+        usecols = [*keys, *(f"logSED:{i}" for i in identifiers)]
+        if parquet:
+            return pd.read_parquet(path, columns=usecols)
+        return pd.read_csv(path, sep="\t", usecols=usecols, dtype={"variant": str, "ref": str})
+    except FileNotFoundError:
+        raise FlashRNAError(f"{path}: not found") from None
+    except (ValueError, KeyError) as err:  # a column the file lacks
+        raise FlashRNAError(f"{path}: lacks scores this benchmark needs ({err})") from None
+
+
+def _read_h5(path: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """Datasets of an HDF5 file, byte strings decoded as UTF-8."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [n for n in names if n not in h5]
+            if missing:
+                raise FlashRNAError(f"{path}: no dataset(s) {', '.join(missing)}")
+            data = {n: h5[n][()] for n in names}
+    except (FileNotFoundError, OSError) as err:
+        raise FlashRNAError(f"{path}: not a readable HDF5 file ({err})") from None
+    return {n: np.char.decode(v, "utf-8") if v.dtype.kind == "S" else v for n, v in data.items()}
+
+
+def _h5_scores(path: Path, identifiers: Sequence[str]) -> pd.DataFrame:
+    """``variant ref gene_id logSED:<identifier>...`` from a ``sed.h5`` (Borzoi's layout)."""
+    data = _read_h5(path, ["si", "snp", "ref_allele", "gene", "target_ids", "logSED"])
+    position = {t: k for k, t in enumerate(data["target_ids"])}
+    missing = [i for i in identifiers if i not in position]
+    if missing:
+        raise FlashRNAError(f"{path}: no target(s) {', '.join(missing[:5])}")
+    values = data["logSED"][:, [position[i] for i in identifiers]].astype(np.float64)
+    frame = pd.DataFrame(
+        {
+            "variant": data["snp"][data["si"]],
+            "ref": data["ref_allele"][data["si"]],
+            "gene_id": data["gene"],
+        }
+    )
+    return pd.concat(
+        [frame, pd.DataFrame(values, columns=[f"logSED:{i}" for i in identifiers])], axis=1
+    )
 
 
 def _eqtl_rows(frame: pd.DataFrame, pairs: set, score_columns: list[str]) -> pd.DataFrame:
@@ -286,12 +410,17 @@ def tissue_spearman(
     variants: pd.DataFrame,
     tissue_identifiers: dict[str, np.ndarray],
     tissue_map: dict[str, str],
+    min_variants: int = 32,
+    count: str = "table",
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per eQTL pair its score, and per tissue the Spearman ρ of score and ``beta_posterior``
-    (module docstring). ``scores`` and ``variants`` as :func:`score_eqtl_variants` returns;
-    ``tissue_identifiers``: each tissue's track identifiers."""
+    """Per eQTL pair its score and outcome, and per tissue its counts and the Spearman ρ of
+    score and ``beta_posterior`` (module docstring). ``scores`` and ``variants`` as
+    :func:`score_eqtl_variants` returns; ``tissue_identifiers``: each tissue's track
+    identifiers; ``count``: what ``min_variants`` is compared with (:data:`TISSUE_COUNTS`)."""
     from scipy.stats import spearmanr
 
+    if count not in TISSUE_COUNTS:
+        raise FlashRNAError(f"tissue count '{count}' is not one of {TISSUE_COUNTS}")
     pairs_out, tissues_out = [], []
     for tissue, identifiers in tissue_identifiers.items():
         columns = [f"logSED:{i}" for i in identifiers]
@@ -300,9 +429,9 @@ def tissue_spearman(
         )
         values = pairs[columns].to_numpy(dtype=float)
         outcome = variants.loc[pairs["variant"], "outcome"].to_numpy()
-        # A variant without genes in its window predicts no effect on any gene: score 0.
-        scored = np.isin(outcome, ["scored", "no_genes"])
+        scored = np.isin(outcome, SCORED_OUTCOMES)
         found = ~np.isnan(values).all(axis=1)
+        # A pair without a score row predicts no effect: score 0.
         score = np.zeros(len(pairs))
         score[found] = np.nanmean(values[found], axis=1)
         score[~scored] = np.nan
@@ -310,26 +439,29 @@ def tissue_spearman(
         ref = pairs["ref"].fillna(pairs["variant"].map(_id_ref)).to_numpy()
         flip = ref != pairs["allele1"].to_numpy()
         score = np.where(flip, -score, score)
+        outcome = np.where(scored & ~found & (outcome == "scored"), "outside_window", outcome)
         pairs = pairs[["tissue", "variant", "gene", "pip", "beta_posterior", "allele1"]].assign(
-            ref=ref, score=score
+            ref=ref, score=score, outcome=outcome
         )
         pairs_out.append(pairs)
         rho = np.nan
         if scored.sum() > 1:
             rho = spearmanr(score[scored], pairs["beta_posterior"].to_numpy()[scored])[0]
-        tissues_out.append(
-            {
-                "tissue": tissue,
-                "description": tissue_map[tissue],
-                "tracks": len(identifiers),
-                "eqtls": len(pairs),
-                "scored": int(scored.sum()),
-                "outside_window": int((scored & ~found).sum()),
-                "not_scored": int((~scored).sum()),
-                "flipped": int((flip & scored).sum()),
-                "spearman": rho,
-            }
-        )
+        counts = {
+            "tissue": tissue,
+            "description": tissue_map[tissue],
+            "tracks": len(identifiers),
+            "eqtls": len(pairs),
+            "scored": int(scored.sum()),
+            "outside_window": int((outcome == "outside_window").sum()),
+            "no_genes": int(np.isin(outcome, ["no_genes", "not_in_scores"]).sum()),
+            "not_scored": int((~scored).sum()),
+            **{f"skipped_{r}": int((outcome == r).sum()) for r in SKIPPED},
+            "flipped": int((flip & scored).sum()),
+            "spearman": rho,
+        }
+        counts["included"] = counts["eqtls" if count == "table" else "scored"] > min_variants
+        tissues_out.append(counts)
     return pd.concat(pairs_out, ignore_index=True), pd.DataFrame(tissues_out)
 
 

@@ -407,10 +407,14 @@ def table2(run: RunInfo, names: ModelNames = PRESENT) -> Table:
     for model, summaries in rows.items():
         table.add([model], {column: Cell(eqtl_values(summaries), PAPER_TABLE2.get(model))})
     first = rows["FlashRNA"][0]
+    protocol = first.get("protocol_description") or (
+        f"flashrna 0.1's logSED; tissues with more than {first.get('min_variants')} scored "
+        f"eQTLs (PIP > {first.get('min_pip')})"
+    )
     table.footer = [
-        f"One model per replicate; ρ per GTEx tissue with more than {first.get('min_variants')} "
-        f"scored eQTLs (PIP > {first.get('min_pip')}), mean over the {first.get('tissues')} "
-        "such tissues; this run: mean ± SD (ddof 1) over the n replicates.",
+        f"One model per replicate; ρ per GTEx tissue, mean over the {first.get('tissues')} "
+        "tissues counted; this run: mean ± SD (ddof 1) over the n replicates.",
+        f"Protocol: {protocol}.",
         *(
             [
                 f"{RELEASED}: the published checkpoints; a tissue's tracks are those the model's "

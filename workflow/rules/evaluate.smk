@@ -118,7 +118,7 @@ rule score_variants:
         fasta=f"{DATA}/genome/{HUMAN}.ml.fa",
         gtf=f"{DATA}/genes/gencode41_basic_nort.gtf",
     output:
-        scores=f"{RESULTS}/eval/variants/{{model}}/scores.tsv",
+        scores=f"{RESULTS}/eval/variants/{{model}}/sed.h5",
         tracks=f"{RESULTS}/eval/variants/{{model}}/tracks.tsv",
         skipped=f"{RESULTS}/eval/variants/{{model}}/skipped.tsv",
         summary=f"{RESULTS}/eval/variants/{{model}}/summary.json",
@@ -138,8 +138,10 @@ rule score_variants:
         out=lambda wc, output: str(Path(output.scores).parent),
         options=step_options("evaluate.eqtl", "score-variants"),
     shell:
+        # Borzoi's sed.h5 layout: float16 logSEDs, as Borzoi's own benchmark reads them.
         "flashrna score-variants {params.model} --head human --eqtls {input.eqtls:q} "
-        "--tracks {input.tracks:q} --stats logSED --fasta {input.fasta:q} --gtf {input.gtf:q} "
+        "--tracks {input.tracks:q} --stats logSED --format h5 --fasta {input.fasta:q} "
+        "--gtf {input.gtf:q} "
         "{params.options} --out {params.out:q} >> {log:q} 2>&1"
 
 
