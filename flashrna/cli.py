@@ -41,6 +41,19 @@ STEPS: dict[str, tuple[str, str]] = {
         "flashrna.evaluate.eqtl",
         "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)",
     ),
+    "attribute": ("flashrna.attribute", "input x gradient and ISM of a gene or track window"),
+    "eqtl-prioritisation": (
+        "flashrna.evaluate.prioritisation",
+        "GTEx eQTLs vs distance-matched negatives, AUROC per tissue (Flashzoi Fig. 2b)",
+    ),
+    "crispri-benchmark": (
+        "flashrna.evaluate.crispri",
+        "CRISPRi enhancer-gene pairs from input gradients, AUPRC (Flashzoi Fig. 2d)",
+    ),
+    "flowfish-benchmark": (
+        "flashrna.evaluate.flowfish",
+        "Variant-FlowFISH PPIF edits, predicted vs measured Pearson (Flashzoi Fig. 2c)",
+    ),
     "report": ("flashrna.report", "the paper's tables and figures from this run's results"),
     "bench": ("flashrna.bench", "speed and memory benchmarks (model, data, compare)"),
 }
