@@ -628,6 +628,7 @@ WHAT = {
     "table4": "Table 4: RNA half-life and translation efficiency Pearson R",
     "figure1": "Figure 1: FlashRNA vs Borzoi speed and memory (from bench compare's JSON)",
     "figure2": "Figure 2: eQTL Spearman ρ against ensemble size",
+    "flashzoi": "Flashzoi's benchmarks for every model: a figure and a table",
 }
 
 
@@ -687,6 +688,10 @@ def register_report(parser: argparse.ArgumentParser) -> None:
         if name == "figure2":
             sub.add_argument("--ensembles", nargs="*", help="ensemble<n> " + names)
             sub.add_argument("--distilled", nargs="*", help="the distilled model: " + names)
+        if name == "flashzoi":
+            from flashrna.flashzoi_figure import add_flashzoi_arguments
+
+            add_flashzoi_arguments(sub)
 
 
 def _run_report(args: argparse.Namespace) -> None:
@@ -702,6 +707,10 @@ def _run_report(args: argparse.Namespace) -> None:
 
         source = Path(args.compare or Path(args.results) / "bench" / "compare.json")
         paths = plot_figure1(read_json(source), out / "figure1.png")
+    elif args.what == "flashzoi":
+        from flashrna.flashzoi_figure import write_flashzoi
+
+        paths = write_flashzoi(args)
     else:
         points = figure2_points(args)
         write_points(points, out / "figure2.csv")
