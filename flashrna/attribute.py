@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from flashrna.annotation import Annotation, Gene
+from flashrna.data import read_bed
 from flashrna.genome import Genome
 from flashrna.model import BIN_SIZE, reverse_complement, unreverse_prediction
 from flashrna.tracks import TrackTable, unsquash
@@ -141,21 +142,10 @@ def find_gene(annotation: Annotation, key: str) -> Gene:
 
 def read_bed_targets(path: str | Path) -> list[Target]:
     """Region targets from a BED file (``chrom start end [name]``)."""
-    path = Path(path)
-    targets = []
-    try:
-        lines = path.read_text().splitlines()
-    except FileNotFoundError:
-        raise FlashRNAError(f"{path}: BED file not found") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith(("#", "track", "browser")):
-            continue
-        fields = line.split("\t")
-        if len(fields) < 3 or not (fields[1].isdigit() and fields[2].isdigit()):
-            raise FlashRNAError(f"{path}:{number}: expected chrom, start, end")
-        name = fields[3] if len(fields) > 3 and fields[3] not in ("", ".") else None
-        targets.append(region_target(fields[0], int(fields[1]), int(fields[2]), name))
-    return targets
+    return [
+        region_target(row.chrom, row.start, row.end, row.label or None)
+        for row in read_bed(path).itertuples()
+    ]
 
 
 # --------------------------------------------------------------------------------------------
@@ -434,7 +424,8 @@ def load_model_and_readout(args: argparse.Namespace) -> tuple[TrackModel, Readou
 
 
 def add_value_arguments(parser: argparse.ArgumentParser, length: int = 524_288) -> None:
-    """Window, value and batching options shared by attribute and the gene benchmarks."""
+    """Window, value and batching options, the tracks read and the model: what attribute and
+    the gene benchmarks share."""
     group = parser.add_argument_group("attributed value")
     group.add_argument("--length", type=int, default=length, help="model input length in bp")
     group.add_argument(
@@ -456,6 +447,8 @@ def add_value_arguments(parser: argparse.ArgumentParser, length: int = 524_288) 
         "--autocast", action="store_true", help="bf16 autocast on CUDA (faster, less exact)"
     )
     group.add_argument("--progress", action="store_true", help="show progress bars")
+    add_track_arguments(parser)
+    add_model_arguments(parser)
 
 
 # --------------------------------------------------------------------------------------------
@@ -727,8 +720,6 @@ def register_attribute(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bedgraph", action="store_true", help="also write bedGraph files")
     parser.add_argument("--plot-width", type=int, default=200, help="bp in the plot's zoom")
     add_value_arguments(parser)
-    add_track_arguments(parser)
-    add_model_arguments(parser)
     parser.set_defaults(run=_run_attribute)
 
 

@@ -41,7 +41,6 @@ import pandas as pd
 
 from flashrna.annotation import Annotation
 from flashrna.attribute import (
-    add_track_arguments,
     add_value_arguments,
     find_gene,
     gene_target,
@@ -53,7 +52,6 @@ from flashrna.evaluate.stats import auroc, average_precision, bootstrap
 from flashrna.genome import Genome
 from flashrna.metrics import finite_or_none
 from flashrna.utils import FlashRNAError, atomic_file, write_json
-from flashrna.zoo import add_model_arguments
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +176,6 @@ def register_crispri_benchmark(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     add_value_arguments(parser)
-    add_track_arguments(parser)
-    add_model_arguments(parser)
     parser.set_defaults(run=_run_crispri_benchmark)
 
 

@@ -46,7 +46,6 @@ import pandas as pd
 
 from flashrna.annotation import Annotation
 from flashrna.attribute import (
-    add_track_arguments,
     add_value_arguments,
     find_gene,
     gene_target,
@@ -57,7 +56,6 @@ from flashrna.evaluate.stats import bootstrap, pearson
 from flashrna.genome import Genome, decode_sequence, encode_sequence
 from flashrna.metrics import finite_or_none
 from flashrna.utils import FlashRNAError, atomic_file, open_text, write_json
-from flashrna.zoo import add_model_arguments
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +297,6 @@ def register_flowfish_benchmark(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
     add_value_arguments(parser)
-    add_track_arguments(parser)
-    add_model_arguments(parser)
     parser.set_defaults(run=_run_flowfish_benchmark)
 
 
