@@ -64,11 +64,13 @@ Planted grammar (the rules the models should learn; everything below is exact in
   keep their bytes): per GTEx tissue its fine-mapped eQTLs (SuSiE, PIP > 0.9) against as many
   negative SNVs at the same distance from a TSS (within ``negative_jitter``) that make or break no
   motif, as Borzoi's QTL VCFs; CRISPRi pairs of ``crispri_genes`` genes in the EPCrisprBenchmark
-  layout, tested elements 650-1,500 bp from the TSS (where enhancers act, so distance alone tells
-  nothing), regulated when silencing removes a planted enhancer of the gene in the cell type
-  ``CELL_TYPE`` (EffectSize 2^(-2.4 k) - 1); Variant-FlowFISH-like substitutions in and beside the
-  promoter and enhancer motifs of one gene (the demo's PPIF) and a few indels, measured as
-  100 (2^delta - 1) % + noise, in "hg19" coordinates (hg38 + ``hg19_offset``) with a chain file.
+  layout, for genes half of which have a promoter activator: each gene's promoter-proximal element
+  and distal elements 650-1,500 bp away (on motif sites, and motif-free), regulated when silencing
+  removes planted regulators of the gene in the cell type ``CELL_TYPE`` (promoter activators, its
+  enhancers; EffectSize 2^(-w) - 1); Variant-FlowFISH-like substitutions in
+  and beside the promoter and enhancer motifs of one gene (the demo's PPIF) and a few indels,
+  measured as 100 (2^delta - 1) % + noise, in "hg19" coordinates (hg38 + ``hg19_offset``) with a
+  chain file.
 - Half-life (Saluki format): target = 1 − 0.5 n_ATTTA(3′UTR) − 0.15 log2(len 3′UTR / 300) + noise.
 - Translation efficiency (RiboNN format): TE = 0.5 + 0.9 [Kozak: A/G at −3 and G at +4]
   − 0.7 n_uATG(5′UTR) − 2 (GC(5′UTR) − 0.55) + a cell-type offset + noise (5′UTR GC drawn from
@@ -204,10 +206,10 @@ class DemoSpec:
     saluki_per_file: int = 256
     # Flashzoi's benchmarks (module docstring).
     negative_jitter: int = 100  # bp: a negative's TSS distance is its positive's within this
-    crispri_genes: int = 32  # genes of the CRISPRi table, half with a planted enhancer
-    crispri_nearest: int = 650  # bp from the TSS of the nearest tested element's centre
+    crispri_genes: int = 32  # genes of the CRISPRi table
+    crispri_nearest: int = 650  # bp from the TSS of the nearest distal element's centre
     crispri_element: int = 300  # bp of a tested element
-    crispri_random: int = 3  # motif-free elements per gene
+    crispri_random: int = 3  # motif-free distal elements per gene
     hg19_offset: int = 1000  # the demo's "hg19" coordinates are its hg38 ones plus this
 
     @property
@@ -1212,55 +1214,71 @@ def make_prioritisation(
     return pd.DataFrame(rows, columns=[*columns, "positive"])
 
 
+def _regulators(data: SpeciesData, gene: Gene) -> list[tuple[int, str]]:
+    """The motif sites that set ``gene``'s expression in the cell type (the sites
+    ``_motif_counts`` counts): promoter activators and the cell type's enhancers within reach."""
+    lo, hi = gene.promoter()
+    return [
+        (p, m) for p, m in data.sites[gene.chrom]
+        if (m in ACT_MOTIFS and lo <= p and p + len(ACT_MOTIFS[m]) <= hi)
+        or (m == CELL_TYPE and abs(p - gene.tss) <= ENHANCER_REACH)
+    ]  # fmt: skip
+
+
 def _crispri_elements(data: SpeciesData, gene: Gene, spec: DemoSpec, rng) -> list[tuple]:
-    """Tested elements of one gene, all ``crispri_nearest`` to ``ENHANCER_REACH`` bp from its
-    TSS (the band where its enhancers act, so that distance alone tells nothing): centred on each
-    motif site there, and ``crispri_random`` motif-free ones; (start, end, kind)."""
+    """Tested elements (start, kind) of one gene: its promoter-proximal element (centred 300 bp
+    upstream of the TSS, over the activator window), one on each motif site ``crispri_nearest``
+    to ``ENHANCER_REACH`` bp from the TSS, and ``crispri_random`` motif-free ones there."""
     half = spec.crispri_element // 2
+    upstream = -1 if gene.strand == "+" else 1
+    elements = [(gene.tss + upstream * 300 - half, "proximal")]
     band = (spec.crispri_nearest, ENHANCER_REACH)
     sites = [(p, m) for p, m in data.sites[gene.chrom] if band[0] <= abs(p - gene.tss) <= band[1]]
-    elements = [(p + len(ALL_MOTIFS[m]) // 2 - half, m) for p, m in sites]
-    nearby = [p for p, _ in data.sites[gene.chrom] if abs(p - gene.tss) <= band[1] + 2 * half]
+    elements += [(p + len(ALL_MOTIFS[m]) // 2 - half, m) for p, m in sites]
+    taken = [p for p, _ in data.sites[gene.chrom] if abs(p - gene.tss) <= band[1] + 2 * half]
     for _ in range(spec.crispri_random):
         for _ in range(100):
             center = gene.tss + int(rng.choice([-1, 1])) * int(rng.integers(*band))
-            if not any(center - half - 20 <= p < center + half for p in nearby):
+            if not any(center - half - 20 <= p < center + half for p in taken):
                 elements.append((center - half, "random"))
                 break
-    return [(start, start + 2 * half, kind) for start, kind in elements]
+    return elements
 
 
 def make_crispri(data: SpeciesData, spec: DemoSpec, rng: np.random.Generator) -> pd.DataFrame:
     """CRISPRi-style enhancer-gene pairs in the layout of EngreitzLab/CRISPR_comparison's
-    ``EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz`` (plus ``kind``/``sites`` for the truth).
+    ``EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz`` (plus ``kind``/``weight`` for the truth),
+    for ``crispri_genes`` genes, half of them with a promoter activator.
 
-    A pair is regulated when silencing the element removes a planted enhancer of the gene in the
-    cell type (its motif within ``ENHANCER_REACH`` of the TSS): EffectSize = 2^(-2.4 k) - 1 for
-    k such sites. Other elements (other tissues' motifs, CTCF sites, motif-free DNA) have no
-    effect. Elements overlapping the TSS +- 500 bp or the gene's
-    exons are not valid connections (as in the benchmark)."""
-    with_enhancer = [g for g in data.genes if _distal_enhancers(data, g, spec.crispri_nearest)]
-    without = [g for g in data.genes if g.counts.get(CELL_TYPE, 0) == 0]
+    A pair is regulated when silencing the element removes planted regulators of the gene in
+    the cell type (promoter activators, the cell type's enhancers): EffectSize = 2^(-w) - 1 for
+    w the sum of their weights. Other elements (other tissues' motifs, CTCF sites, motif-free
+    DNA, promoter-proximal elements without an activator) have no effect. Elements overlapping
+    the TSS +- 100 bp (the core promoter) or the gene's exons are not valid connections (as in
+    the benchmark)."""
+    activated = [g for g in data.genes if g.counts["ACT1"] + g.counts["ACT2"] > 0]
+    silent = [g for g in data.genes if g.counts["ACT1"] + g.counts["ACT2"] == 0]
     half = spec.crispri_genes // 2
-    chosen = [with_enhancer[i] for i in rng.choice(len(with_enhancer), half, replace=False)]
-    chosen += [without[i] for i in rng.choice(len(without), half, replace=False)]
-    motif = TISSUE_MOTIFS[CELL_TYPE]
+    chosen = [activated[i] for i in rng.choice(len(activated), half, replace=False)]
+    chosen += [silent[i] for i in rng.choice(len(silent), half, replace=False)]
     rows = []
     for gene in sorted(chosen, key=lambda g: (g.chrom, g.tss)):
-        for start, end, kind in _crispri_elements(data, gene, spec, rng):
-            counted = sum(
-                m == CELL_TYPE and start <= p and p + len(motif) <= end
-                and abs(p - gene.tss) <= ENHANCER_REACH
-                for p, m in data.sites[gene.chrom]
-            )  # fmt: skip
-            promoter = start < gene.tss + 500 and end > gene.tss - 500
+        regulators = _regulators(data, gene)
+        for start, kind in _crispri_elements(data, gene, spec, rng):
+            end = start + spec.crispri_element
+            weight = sum(
+                ACT_WEIGHTS.get(m, TISSUE_WEIGHT)
+                for p, m in regulators
+                if start <= p and p + len(ALL_MOTIFS[m]) <= end
+            )
+            promoter = start < gene.tss + 100 and end > gene.tss - 100
             exonic = any(start < b and end > a for a, b in gene.exons)
             valid = (
                 "overlaps potential promoter" if promoter
                 else "overlaps target gene exon" if exonic else "TRUE"
             )  # fmt: skip
-            if counted:
-                effect = 2.0 ** (-TISSUE_WEIGHT * counted) - 1 + rng.normal(0, 0.02)
+            if weight:
+                effect = 2.0**-weight - 1 + rng.normal(0, 0.02)
                 p_value = 10.0 ** rng.uniform(-6, -3)
             else:
                 effect, p_value = rng.normal(0, 0.03), rng.uniform(0.06, 1.0)
@@ -1285,7 +1303,7 @@ def make_crispri(data: SpeciesData, spec: DemoSpec, rng: np.random.Generator) ->
                     "Regulated": bool(p_value < 0.05 and effect < 0),
                     "Dataset": "FlashRNADemo",
                     "kind": kind,
-                    "sites": counted,
+                    "weight": weight,
                 }
             )
     return pd.DataFrame(rows)
@@ -1296,7 +1314,7 @@ CRISPRI_POWER = [f"PowerAtEffectSize{k}" for k in (10, 15, 20, 25, 50)]
 
 def write_crispri(frame: pd.DataFrame, path: Path) -> None:
     """The benchmark's file: gzip TSV, R's TRUE/FALSE and NA."""
-    table = frame.drop(columns=["kind", "sites"]).copy()
+    table = frame.drop(columns=["kind", "weight"]).copy()
     for column in ("Significant", "Regulated"):
         table[column] = np.where(table[column], "TRUE", "FALSE")
     _write_gzip(path, table.to_csv(sep="\t", index=False, na_rep="NA"))

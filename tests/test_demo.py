@@ -221,7 +221,7 @@ def test_flashzoi_benchmark_sources_read_back_and_hold_the_planted_truth(demo, t
     crispri = pd.read_csv(demo / "truth/crispri.tsv", sep="\t")
     valid = crispri[crispri["ValidConnection"] == "TRUE"].reset_index(drop=True)
     assert len(pairs) == len(valid) and dropped["invalid_connection"] == len(crispri) - len(valid)
-    assert (pairs["regulated"] == (valid["sites"] > 0)).all()
+    assert (pairs["regulated"] == (valid["weight"] > 0)).all()
     assert 0.05 < pairs["regulated"].mean() < 0.3
     # Variant-FlowFISH: with the demo config's columns and the demo's chain, every substitution
     # lifts onto the genome with its REF; indels are left out; the measured effects are the
