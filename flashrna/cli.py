@@ -79,6 +79,22 @@ STEPS: dict[str, tuple[str, str]] = {
         "flashrna.evaluate.eqtl:register_eqtl_benchmark",
         "GTEx fine-mapped eQTL Spearman (Table 2, Figure 2)",
     ),
+    "attribute": (
+        "flashrna.attribute:register_attribute",
+        "input x gradient and ISM of a gene or track window",
+    ),
+    "eqtl-prioritisation": (
+        "flashrna.evaluate.prioritisation:register_eqtl_prioritisation",
+        "GTEx eQTLs vs distance-matched negatives, AUROC per tissue (Flashzoi Fig. 2b)",
+    ),
+    "crispri-benchmark": (
+        "flashrna.evaluate.crispri:register_crispri_benchmark",
+        "CRISPRi enhancer-gene pairs from input gradients, AUPRC (Flashzoi Fig. 2d)",
+    ),
+    "flowfish-benchmark": (
+        "flashrna.evaluate.flowfish:register_flowfish_benchmark",
+        "Variant-FlowFISH PPIF edits, predicted vs measured Pearson (Flashzoi Fig. 2c)",
+    ),
     "report": (
         "flashrna.report.cli:register_report",
         "the paper's tables and figures from this run's results",

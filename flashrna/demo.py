@@ -19,6 +19,10 @@ with ``download.source_root: DIR``), plus the ground truth of the planted gramma
         datasets/deeplearning/train_gru/f{F}_c0/data0/statistics.json
         datasets/deeplearning/train_gru/f{F}_c0/data0/tfrecords/{train,valid,test}-{i}.tfr
     ribonn/te_human.tsv                     RiboNN-format translation efficiency
+    borzoi-paper/qtl/eqtl/susie_pip90/<tissue>_{pos,neg}.vcf   eQTL prioritisation pairs
+    crispr_comparison/resources/crispr_data/EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz
+    flowfish/variant_flowfish_ppif.tsv      Variant-FlowFISH-like edits of one gene
+    ucsc/hg19ToHg38.over.chain.gz           a chain from the demo's "hg19" to its hg38
     truth/                                  the planted grammar's ground truth (not downloaded)
 
 Sizes (default :data:`DEMO`): inputs of 16,384 bp, targets of 8,192 bp = 256 bins of 32 bp
@@ -56,6 +60,17 @@ Planted grammar (the rules the models should learn; everything below is exact in
   promoter (ACT1/ACT2: an eQTL in every tissue) or enhancer (tissue motif: in that tissue only).
   True effect = the change of log2 E; ``beta_posterior`` = 0.5 × effect + N(0, 0.1²); PIP > 0.9.
   Low-PIP null variants pad the table; rows exist for methods SUSIE and FINEMAP.
+- Flashzoi's benchmarks (``write_flashzoi_benchmarks``; each added file is new, so the others
+  keep their bytes): per GTEx tissue its fine-mapped eQTLs (SuSiE, PIP > 0.9) against as many
+  negative SNVs at the same distance from a TSS (within ``negative_jitter``) that make or break no
+  motif, as Borzoi's QTL VCFs; CRISPRi pairs of ``crispri_genes`` genes in the EPCrisprBenchmark
+  layout, for genes half of which have a promoter activator: each gene's promoter-proximal element
+  and distal elements 650-1,500 bp away (on motif sites, and motif-free), regulated when silencing
+  removes planted regulators of the gene in the cell type ``CELL_TYPE`` (promoter activators, its
+  enhancers; EffectSize 2^(-w) - 1); Variant-FlowFISH-like substitutions in
+  and beside the promoter and enhancer motifs of one gene (the demo's PPIF) and a few indels,
+  measured as 100 (2^delta - 1) % + noise, in "hg19" coordinates (hg38 + ``hg19_offset``) with a
+  chain file.
 - Half-life (Saluki format): target = 1 − 0.5 n_ATTTA(3′UTR) − 0.15 log2(len 3′UTR / 300) + noise.
 - Translation efficiency (RiboNN format): TE = 0.5 + 0.9 [Kozak: A/G at −3 and G at +4]
   − 0.7 n_uATG(5′UTR) − 2 (GC(5′UTR) − 0.55) + a cell-type offset + noise (5′UTR GC drawn from
@@ -117,8 +132,16 @@ ENHANCER_REACH = 1500
 # TSS ranges (bp into a target window) of its genes: two per window, 1.6 kb apart at least.
 GENE_SLOTS = ((1200, 2600), (5400, 7000))
 ARE_MOTIF = "ATTTA"
+CELL_TYPE = "blood"  # the CRISPRi and Variant-FlowFISH cell type (its motif is the enhancer)
 TE_CELL_TYPES = {"HEK293": 0.0, "HepG2": 0.2}
 MARKER = ".flashrna-demo"
+# Mirror paths of the Flashzoi benchmarks' sources (the real ones: config/manifest.tsv).
+PRIORITISATION_DIR = "borzoi-paper/qtl/eqtl/susie_pip90"
+CRISPRI_FILE = (
+    "crispr_comparison/resources/crispr_data/EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz"
+)
+FLOWFISH_FILE = "flowfish/variant_flowfish_ppif.tsv"
+CHAIN_FILE = "ucsc/hg19ToHg38.over.chain.gz"
 
 
 @dataclass(frozen=True)
@@ -181,6 +204,13 @@ class DemoSpec:
     saluki_length: int = 2048  # length_t: the padded length
     saluki_folds: int = 10
     saluki_per_file: int = 256
+    # Flashzoi's benchmarks (module docstring).
+    negative_jitter: int = 100  # bp: a negative's TSS distance is its positive's within this
+    crispri_genes: int = 32  # genes of the CRISPRi table
+    crispri_nearest: int = 650  # bp from the TSS of the nearest distal element's centre
+    crispri_element: int = 300  # bp of a tested element
+    crispri_random: int = 3  # motif-free distal elements per gene
+    hg19_offset: int = 1000  # the demo's "hg19" coordinates are its hg38 ones plus this
 
     @property
     def crop_bp(self) -> int:
@@ -229,6 +259,15 @@ def demo_manifest(spec: DemoSpec = DEMO) -> list[ManifestRow]:
         )
     )
     rows.append(ManifestRow("ribonn/te_human.tsv", "ribonn/te_human.tsv"))
+    human = spec.species["human"]
+    for gtex, tissue in GTEX_TISSUES.items():
+        if tissue in human.tissues:
+            for kind in ("pos", "neg"):
+                name = f"{gtex}_{kind}.vcf"
+                rows.append(ManifestRow(f"{PRIORITISATION_DIR}/{name}", f"qtl/eqtl/{name}"))
+    rows.append(ManifestRow(CRISPRI_FILE, f"crispri/{Path(CRISPRI_FILE).name}"))
+    rows.append(ManifestRow(FLOWFISH_FILE, "flowfish/variant_flowfish.tsv"))
+    rows.append(ManifestRow(CHAIN_FILE, "liftover/hg19ToHg38.over.chain.gz"))
     return rows
 
 
@@ -1087,6 +1126,313 @@ def _zip_add(archive: zipfile.ZipFile, name: str, data: bytes) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Flashzoi's benchmarks: eQTL prioritisation, CRISPRi enhancers, Variant-FlowFISH
+# ---------------------------------------------------------------------------------------------
+
+ALL_MOTIFS = {**ACT_MOTIFS, "CTCF": CTCF_MOTIF, **TISSUE_MOTIFS}
+
+
+def _edited(text: str, pos: int, ref: str, alt: str) -> str:
+    """``text`` with ``ref`` at 0-based ``pos`` replaced by ``alt``."""
+    if text[pos : pos + len(ref)] != ref:
+        raise FlashRNAError(f"internal: {ref} is not at {pos}")
+    return text[:pos] + alt + text[pos + len(ref) :]
+
+
+def _local_sites(text: str, lo: int, hi: int) -> list[tuple[int, str]]:
+    """Planted-motif sites (genome start, motif name) found in ``text[lo:hi]``."""
+    window = text[max(lo, 0) : hi]
+    return sorted(
+        (max(lo, 0) + p, m) for m, seq in ALL_MOTIFS.items() for p in find_sites(window, seq)
+    )
+
+
+def _changes_motifs(text: str, pos: int, ref: str, alt: str) -> bool:
+    """True when the edit makes or breaks a motif instance (any motif, either strand)."""
+    lo, hi = pos - 20, pos + len(ref) + 20
+    after = _edited(text[lo:hi], pos - lo, ref, alt)
+    return _local_sites(text, lo, hi) != [
+        (lo + p, m) for p, m in _local_sites(after, 0, len(after))
+    ]
+
+
+def _log2_expression(data: SpeciesData, gene: Gene, text: str, tissue: str) -> float:
+    """The planted log2 expression of ``gene`` in ``tissue`` for the chromosome ``text`` (its own
+    sequence or an edited one), without the gene's random offset."""
+    counts = _motif_counts(
+        gene, _local_sites(text, gene.tss - 2100, gene.tss + 2100), data.spec.tissues
+    )
+    act = sum(ACT_WEIGHTS[m] * counts[m] for m in ACT_MOTIFS)
+    return act + TISSUE_WEIGHT * counts[tissue]
+
+
+def write_vcf(path: Path, rows: Iterable[tuple]) -> None:
+    """A VCF in the layout of Borzoi's QTL sets (calico/borzoi-paper ``data/qtl``): INFO ``MT``
+    (the gene), ``PI`` (for a negative, the positive it matches)."""
+    lines = [
+        "##fileformat=VCFv4.2",
+        '##INFO=<ID=MT,Number=1,Type=String,Description="Molecular trait id">',
+        '##INFO=<ID=PI,Number=1,Type=String,Description="Positive SNP id">',
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+    ]
+    for chrom, pos, name, ref, alt, gene, positive in rows:
+        lines.append(f"{chrom}\t{pos}\t{name}\t{ref}\t{alt}\t.\t.\tMT={gene};PI={positive}")
+    _write_text(path, "\n".join(lines) + "\n")
+
+
+def make_prioritisation(
+    data: SpeciesData, eqtls: pd.DataFrame, spec: DemoSpec, rng: np.random.Generator
+) -> pd.DataFrame:
+    """Per GTEx tissue its fine-mapped eQTLs (SuSiE, PIP > 0.9) and as many distance-matched
+    negatives: SNVs at the positive's distance from a gene's TSS (within ``negative_jitter``),
+    that make or break no motif (true effect 0). Columns ``tissue label variant chrom pos ref
+    alt gene distance positive``."""
+    genes = {g.gene_id: g for g in data.genes}
+    strong = eqtls[(eqtls["method"] == "SUSIE") & (eqtls["pip"] > 0.9)]
+    taken = set(strong["variant_hg38"])
+    rows = []
+    for tissue, group in strong.groupby("tissue", sort=True):
+        for eqtl in group.drop_duplicates("variant_hg38").itertuples():
+            distance = int(eqtl.start) - genes[eqtl.gene].tss
+            rows.append((tissue, 1, eqtl.variant_hg38, eqtl.chromosome, int(eqtl.start),
+                         eqtl.allele1, eqtl.allele2, eqtl.gene, distance, ""))  # fmt: skip
+            for _ in range(200):
+                gene = data.genes[int(rng.integers(len(data.genes)))]
+                side = 1 if rng.random() < 0.5 else -1
+                jitter = int(rng.integers(-spec.negative_jitter, spec.negative_jitter + 1))
+                pos = gene.tss + side * abs(distance) + jitter
+                text = data.chroms[gene.chrom]
+                ref = text[pos]
+                alt = _mutate_away(rng, ref) if ref in BASES else ref
+                name = f"{gene.chrom}_{pos + 1}_{ref}_{alt}_b38"
+                if ref in BASES and name not in taken and not _changes_motifs(text, pos, ref, alt):
+                    taken.add(name)
+                    rows.append((tissue, 0, name, gene.chrom, pos, ref, alt, gene.gene_id,
+                                 pos - gene.tss, eqtl.variant_hg38))  # fmt: skip
+                    break
+    columns = ["tissue", "label", "variant", "chrom", "pos", "ref", "alt", "gene", "distance"]
+    return pd.DataFrame(rows, columns=[*columns, "positive"])
+
+
+def _regulators(data: SpeciesData, gene: Gene) -> list[tuple[int, str]]:
+    """The motif sites that set ``gene``'s expression in the cell type (the sites
+    ``_motif_counts`` counts): promoter activators and the cell type's enhancers within reach."""
+    lo, hi = gene.promoter()
+    return [
+        (p, m) for p, m in data.sites[gene.chrom]
+        if (m in ACT_MOTIFS and lo <= p and p + len(ACT_MOTIFS[m]) <= hi)
+        or (m == CELL_TYPE and abs(p - gene.tss) <= ENHANCER_REACH)
+    ]  # fmt: skip
+
+
+def _crispri_elements(data: SpeciesData, gene: Gene, spec: DemoSpec, rng) -> list[tuple]:
+    """Tested elements (start, kind) of one gene: its promoter-proximal element (centred 300 bp
+    upstream of the TSS, over the activator window), one on each motif site ``crispri_nearest``
+    to ``ENHANCER_REACH`` bp from the TSS, and ``crispri_random`` motif-free ones there."""
+    half = spec.crispri_element // 2
+    upstream = -1 if gene.strand == "+" else 1
+    elements = [(gene.tss + upstream * 300 - half, "proximal")]
+    band = (spec.crispri_nearest, ENHANCER_REACH)
+    sites = [(p, m) for p, m in data.sites[gene.chrom] if band[0] <= abs(p - gene.tss) <= band[1]]
+    elements += [(p + len(ALL_MOTIFS[m]) // 2 - half, m) for p, m in sites]
+    taken = [p for p, _ in data.sites[gene.chrom] if abs(p - gene.tss) <= band[1] + 2 * half]
+    for _ in range(spec.crispri_random):
+        for _ in range(100):
+            center = gene.tss + int(rng.choice([-1, 1])) * int(rng.integers(*band))
+            if not any(center - half - 20 <= p < center + half for p in taken):
+                elements.append((center - half, "random"))
+                break
+    return elements
+
+
+def make_crispri(data: SpeciesData, spec: DemoSpec, rng: np.random.Generator) -> pd.DataFrame:
+    """CRISPRi-style enhancer-gene pairs in the layout of EngreitzLab/CRISPR_comparison's
+    ``EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz`` (plus ``kind``/``weight`` for the truth),
+    for ``crispri_genes`` genes, half of them with a promoter activator.
+
+    A pair is regulated when silencing the element removes planted regulators of the gene in
+    the cell type (promoter activators, the cell type's enhancers): EffectSize = 2^(-w) - 1 for
+    w the sum of their weights. Other elements (other tissues' motifs, CTCF sites, motif-free
+    DNA, promoter-proximal elements without an activator) have no effect. Elements overlapping
+    the TSS +- 100 bp (the core promoter) or the gene's exons are not valid connections (as in
+    the benchmark)."""
+    activated = [g for g in data.genes if g.counts["ACT1"] + g.counts["ACT2"] > 0]
+    silent = [g for g in data.genes if g.counts["ACT1"] + g.counts["ACT2"] == 0]
+    half = spec.crispri_genes // 2
+    chosen = [activated[i] for i in rng.choice(len(activated), half, replace=False)]
+    chosen += [silent[i] for i in rng.choice(len(silent), half, replace=False)]
+    rows = []
+    for gene in sorted(chosen, key=lambda g: (g.chrom, g.tss)):
+        regulators = _regulators(data, gene)
+        for start, kind in _crispri_elements(data, gene, spec, rng):
+            end = start + spec.crispri_element
+            weight = sum(
+                ACT_WEIGHTS.get(m, TISSUE_WEIGHT)
+                for p, m in regulators
+                if start <= p and p + len(ALL_MOTIFS[m]) <= end
+            )
+            promoter = start < gene.tss + 100 and end > gene.tss - 100
+            exonic = any(start < b and end > a for a, b in gene.exons)
+            valid = (
+                "overlaps potential promoter" if promoter
+                else "overlaps target gene exon" if exonic else "TRUE"
+            )  # fmt: skip
+            if weight:
+                effect = 2.0**-weight - 1 + rng.normal(0, 0.02)
+                p_value = 10.0 ** rng.uniform(-6, -3)
+            else:
+                effect, p_value = rng.normal(0, 0.03), rng.uniform(0.06, 1.0)
+            power = [round(float(x), 4) for x in np.sort(rng.uniform(0.3, 1.0, 5))]
+            rows.append(
+                {
+                    "chrom": gene.chrom,
+                    "chromStart": start,
+                    "chromEnd": end,
+                    "name": f"{gene.name}|{gene.chrom}:{start}-{end}:.",
+                    "EffectSize": round(float(effect), 6),
+                    "chrTSS": gene.chrom,
+                    "startTSS": gene.tss,
+                    "endTSS": gene.tss + 1,
+                    "measuredGeneSymbol": gene.name,
+                    "Significant": p_value < 0.05,
+                    "pValueAdjusted": float(f"{p_value:.6g}"),
+                    **dict(zip(CRISPRI_POWER, power, strict=True)),
+                    "ValidConnection": valid,
+                    "CellType": CELL_TYPE,
+                    "Reference": "flashrna demo",
+                    "Regulated": bool(p_value < 0.05 and effect < 0),
+                    "Dataset": "FlashRNADemo",
+                    "kind": kind,
+                    "weight": weight,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+CRISPRI_POWER = [f"PowerAtEffectSize{k}" for k in (10, 15, 20, 25, 50)]
+
+
+def write_crispri(frame: pd.DataFrame, path: Path) -> None:
+    """The benchmark's file: gzip TSV, R's TRUE/FALSE and NA."""
+    table = frame.drop(columns=["kind", "weight"]).copy()
+    for column in ("Significant", "Regulated"):
+        table[column] = np.where(table[column], "TRUE", "FALSE")
+    _write_gzip(path, table.to_csv(sep="\t", index=False, na_rep="NA"))
+
+
+def _distal_enhancers(data: SpeciesData, gene: Gene, nearest: int) -> list[int]:
+    """Sites of the cell type's motif that act on ``gene`` and lie ``nearest`` bp or more from
+    its TSS."""
+    return [
+        p for p, m in data.sites[gene.chrom]
+        if m == CELL_TYPE and nearest <= abs(p - gene.tss) <= ENHANCER_REACH
+    ]  # fmt: skip
+
+
+def _flowfish_gene(data: SpeciesData) -> Gene:
+    """The demo's PPIF: the first gene with a promoter activator and an enhancer of the cell
+    type at least 600 bp from its TSS."""
+    for gene in sorted(data.genes, key=lambda g: (g.chrom, g.tss)):
+        if _distal_enhancers(data, gene, 600) and gene.counts["ACT1"] + gene.counts["ACT2"]:
+            return gene
+    raise FlashRNAError("internal: no gene fits the Variant-FlowFISH demo")
+
+
+def make_flowfish(data: SpeciesData, spec: DemoSpec, rng: np.random.Generator) -> pd.DataFrame:
+    """Variant-FlowFISH-like edits of one gene's promoter and enhancer (substitutions of 1-5 bp
+    in and around its motifs, and a few indels), with the measured effect on its expression in
+    the cell type: 100 (2^delta - 1) % + noise, delta the change of the planted log2 expression.
+    IDs as the Variant-FlowFISH pipeline names them (EngreitzLab/variant-flowfish:
+    ``PPIF_enhancer_original-chr10:81046426:GTTAG>AGCCA``), in the demo's "hg19" coordinates
+    (hg38 + ``hg19_offset``)."""
+    gene = _flowfish_gene(data)
+    text = data.chroms[gene.chrom]
+    before = _log2_expression(data, gene, text, CELL_TYPE)
+    promoter = gene.promoter()
+    sites = {
+        "promoter": [(p, m) for p, m in data.sites[gene.chrom]
+                     if m in ACT_MOTIFS and promoter[0] <= p < promoter[1]],
+        "enhancer": [(p, CELL_TYPE) for p in _distal_enhancers(data, gene, 600)],
+    }  # fmt: skip
+    edits = []
+    for element, element_sites in sites.items():
+        for p, m in element_sites:
+            size = len(ALL_MOTIFS[m])
+            for width in (1, 1, 2, 3, 5):  # inside the motif: breaks it
+                at = p + int(rng.integers(0, size - width + 1))
+                edits.append((element, at, width))
+            for _ in range(4):  # beside it: no effect unless another motif is there
+                at = p + int(rng.choice([-1, 1])) * int(rng.integers(size + 10, 140))
+                edits.append((element, at, int(rng.integers(1, 6))))
+    rows = []
+    for element, at, width in edits:
+        ref = text[at : at + width]
+        alt = "".join(_mutate_away(rng, b) for b in ref)
+        delta = _log2_expression(data, gene, _edited(text, at, ref, alt), CELL_TYPE) - before
+        rows.append((element, at, ref, alt, delta))
+    for element in sites:  # indels: measured, but a benchmark leaves them out
+        at = int(rng.choice([p for p, _ in sites[element]])) - 30
+        rows.append((element, at, text[at : at + 3], text[at], 0.0))
+        rows.append((element, at, text[at], text[at] + "GA", 0.0))
+    out = []
+    for element, at, ref, alt, delta in rows:
+        measured = 100 * (2.0**delta - 1) + rng.normal(0, 2.0)
+        position = at + 1 + spec.hg19_offset
+        out.append(
+            {
+                "VariantID": f"{gene.name}_{element}_original-{gene.chrom}:{position}:{ref}>{alt}",
+                "Element": element,
+                "CellType": CELL_TYPE,
+                "PercentChange": round(float(measured), 3),
+                "gene": gene.name,
+                "true_log2_effect": delta,
+            }
+        )
+    return pd.DataFrame(out)
+
+
+def write_chain(chroms: dict[str, str], offset: int, path: Path) -> None:
+    """A UCSC chain file from the demo's "hg19" (each contig with ``offset`` bp more at its
+    start) to its hg38: one ungapped block per contig."""
+    lines = []
+    for number, (name, sequence) in enumerate(chroms.items(), start=1):
+        size = len(sequence)
+        lines += [
+            f"chain {size} {name} {size + offset} + {offset} {size + offset} "
+            f"{name} {size} + 0 {size} {number}",
+            str(size),
+            "",
+        ]
+    _write_gzip(path, "\n".join(lines) + "\n")
+
+
+def write_flashzoi_benchmarks(
+    human: SpeciesData, eqtls: pd.DataFrame, spec: DemoSpec, root: Path, seed: int
+) -> None:
+    """The benchmarks' sources in the mirror and their truth in ``truth/``."""
+    prioritisation = make_prioritisation(human, eqtls, spec, np.random.default_rng([seed, 303]))
+    for tissue, group in prioritisation.groupby("tissue"):
+        for kind, label in (("pos", 1), ("neg", 0)):
+            chosen = group[group["label"] == label].sort_values(["chrom", "pos"])
+            write_vcf(
+                root / PRIORITISATION_DIR / f"{tissue}_{kind}.vcf",
+                (
+                    (r.chrom, r.pos + 1, r.variant, r.ref, r.alt, r.gene, r.positive or ".")
+                    for r in chosen.itertuples()
+                ),
+            )
+    prioritisation.to_csv(root / "truth/prioritisation.tsv", sep="\t", index=False)
+    crispri = make_crispri(human, spec, np.random.default_rng([seed, 404]))
+    write_crispri(crispri, root / CRISPRI_FILE)
+    crispri.to_csv(root / "truth/crispri.tsv", sep="\t", index=False)
+    flowfish = make_flowfish(human, spec, np.random.default_rng([seed, 505]))
+    columns = ["VariantID", "Element", "CellType", "PercentChange"]
+    _write_text(root / FLOWFISH_FILE, flowfish[columns].to_csv(sep="\t", index=False))
+    flowfish.to_csv(root / "truth/flowfish.tsv", sep="\t", index=False)
+    write_chain(human.chroms, spec.hg19_offset, root / CHAIN_FILE)
+
+
+# ---------------------------------------------------------------------------------------------
 # The step
 # ---------------------------------------------------------------------------------------------
 
@@ -1126,6 +1472,7 @@ def generate(out: str | Path, seed: int = 0, spec: DemoSpec = DEMO) -> Path:
         _write_text(tmp / "ribonn/te_human.tsv", te_table)
         transcripts.to_csv(truth / "transcripts.tsv", sep="\t", index=False)
         write_json(truth / "tissues.json", {"gtex_tissue_to_track": GTEX_TISSUES})
+        write_flashzoi_benchmarks(human, eqtls, spec, tmp, seed)
         _check_against_manifest(tmp, spec)
         (tmp / MARKER).write_text(f"seed {seed}\n")
     return out

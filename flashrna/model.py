@@ -5,7 +5,8 @@ prediction, save/load, and the ``model-info`` step.
 
 Shapes (B batch, L input bp, a multiple of 128; T = L/128 tokens; N = L/32 output bins)::
 
-    sequence  (B, L)   int    base indices A0 C1 G2 T3 N4 (N is an all-zero one-hot row)
+    sequence  (B, L)   int    base indices A0 C1 G2 T3 N4 (N is an all-zero one-hot row),
+                              or (B, L, 4) float one-hot (for input gradients)
     stem      (B, 512, L)             Conv1d k15, no bias, no norm                  1 bp
     tower x5  (B, 640..1280, L/32)    MaxPool2 -> GN -> GELU -> Conv1d k5           2..32 bp
     encoder   (B, 1536, L/64)         the same block; skips saved before and after 64 bp
@@ -619,8 +620,19 @@ def _merged_in_pieces(block: UpBlock, x: Pieces, skip: Pieces, chunk: int) -> Pi
     )
 
 
+def one_hot_channels(sequence: Tensor, lookup: Tensor) -> Tensor:
+    """The model's input as channels-first one-hot (B, 4, L): base indices (B, L) through
+    ``lookup`` (5, 4) (rows A C G T N, N all zero), or a float one-hot (B, L, 4) taken as it is,
+    so that gradients with respect to the input can be computed (``flashrna attribute``)."""
+    if not sequence.is_floating_point():
+        return lookup[sequence.long()].transpose(1, 2)
+    if sequence.ndim != 3 or sequence.shape[-1] != 4:
+        raise FlashRNAError(f"a one-hot input must be (B, L, 4), got {tuple(sequence.shape)}")
+    return sequence.transpose(1, 2)
+
+
 class Trunk(nn.Module):
-    """Sequence to 32-bp embeddings. (B, L) int -> (B, L/32, dim)."""
+    """Sequence to 32-bp embeddings. (B, L) int, or (B, L, 4) one-hot -> (B, L/32, dim)."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -652,10 +664,10 @@ class Trunk(nn.Module):
     def forward_pieces(self, sequence: Tensor) -> Pieces:
         """The embeddings channels-first, (B, dim, L/32), in one piece or, for a long input
         without gradients, in several (module docstring)."""
-        length = sequence.shape[-1]
+        length = sequence.shape[1]
         if length % TOKEN_SIZE:
             raise FlashRNAError(f"input length {length} bp is not a multiple of {TOKEN_SIZE}")
-        if self.runs_in_pieces(length):
+        if not sequence.is_floating_point() and self.runs_in_pieces(length):
             return self._forward_in_pieces(sequence)
         return Pieces([self._forward(sequence)])
 
@@ -664,7 +676,7 @@ class Trunk(nn.Module):
         return bool(chunk) and length > 2 * chunk and not torch.is_grad_enabled()
 
     def _one_hot(self, sequence: Tensor) -> Tensor:
-        return self.one_hot[sequence.long()].to(self.stem.weight.dtype).transpose(1, 2)
+        return one_hot_channels(sequence, self.one_hot).to(self.stem.weight.dtype)
 
     def _run(self, block: nn.Module, *inputs: Tensor) -> Tensor:
         """A convolution block, recomputed in the backward pass if so configured."""

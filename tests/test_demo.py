@@ -177,3 +177,67 @@ def test_deterministic_and_refuses_foreign_directories(demo, tmp_path):
     with pytest.raises(FlashRNAError, match="not a flashrna demo directory"):
         generate(foreign)
     assert (foreign / "thesis.tex").read_text() == "precious"
+
+
+def test_flashzoi_benchmark_sources_read_back_and_hold_the_planted_truth(demo, tmp_path):
+    """The sources of eqtl-prioritisation, crispri-benchmark and flowfish-benchmark, read by
+    their own readers with config/demo.yaml's settings, say what the planted grammar says."""
+    import yaml
+
+    from flashrna.evaluate.crispri import read_crispr_pairs
+    from flashrna.evaluate.flowfish import Liftover, parse_columns, place_edits, read_flowfish
+    from flashrna.evaluate.prioritisation import find_vcf_pairs, read_labelled_variants
+
+    fasta = tmp_path / "hg38.fa"
+    fasta.write_bytes(
+        gzip.decompress((demo / "seqnn-share/helper/dependencies/hg38.ml.fa.gz").read_bytes())
+    )
+    genome = Genome(fasta)
+    # eQTL prioritisation: per tissue its fine-mapped eQTLs and as many negatives, each at its
+    # positive's distance from a TSS (within the jitter), with the genome's REF.
+    labelled, variants = read_labelled_variants(
+        find_vcf_pairs(demo / "borzoi-paper/qtl/eqtl/susie_pip90", None)
+    )
+    eqtls = pd.read_csv(demo / "truth/eqtls.tsv", sep="\t")
+    strong = eqtls[(eqtls["method"] == "SUSIE") & (eqtls["pip"] > 0.9)]
+    for tissue, group in labelled.groupby("tissue"):
+        positives = set(group.loc[group["label"] == 1, "variant"])
+        assert positives == set(strong.loc[strong["tissue"] == tissue, "variant_hg38"])
+        assert (group["label"] == 0).sum() == len(positives)
+    for variant in variants.values():
+        genome.variant_windows(variant.chrom, variant.pos, variant.ref, variant.alt, 64)
+    truth = pd.read_csv(demo / "truth/prioritisation.tsv", sep="\t")
+    negatives = truth[truth["label"] == 0]
+    matched = truth[truth["label"] == 1].drop_duplicates("variant").set_index("variant")
+    own = negatives["distance"].abs().to_numpy()
+    theirs = matched.loc[negatives["positive"], "distance"].abs().to_numpy()
+    assert (np.abs(own - theirs) <= DEMO.negative_jitter).all()
+    # CRISPRi: the valid pairs read back, regulated exactly where silencing removes a planted
+    # enhancer of the gene (the truth's count of its sites inside the element).
+    pairs, dropped = read_crispr_pairs(
+        demo
+        / "crispr_comparison/resources/crispr_data/EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz"
+    )
+    crispri = pd.read_csv(demo / "truth/crispri.tsv", sep="\t")
+    valid = crispri[crispri["ValidConnection"] == "TRUE"].reset_index(drop=True)
+    assert len(pairs) == len(valid) and dropped["invalid_connection"] == len(crispri) - len(valid)
+    assert (pairs["regulated"] == (valid["weight"] > 0)).all()
+    assert 0.05 < pairs["regulated"].mean() < 0.3
+    # Variant-FlowFISH: with the demo config's columns and the demo's chain, every substitution
+    # lifts onto the genome with its REF; indels are left out; the measured effects are the
+    # planted ones (percent change with noise of 2 points).
+    config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())["flashzoi"]
+    table = read_flowfish(
+        demo / "flowfish/variant_flowfish_ppif.tsv",
+        parse_columns(config["flowfish"]["columns"]),
+        config["flowfish"]["effect_units"],
+    )
+    placed = place_edits(table, genome, Liftover.read(demo / "ucsc/hg19ToHg38.over.chain.gz"))
+    substitution = placed["ref"].str.len() == placed["alt"].str.len()
+    assert (placed["outcome"] == np.where(substitution, "ok", "indel")).all()
+    flowfish = pd.read_csv(demo / "truth/flowfish.tsv", sep="\t")
+    error = (placed["measured"] - flowfish["true_log2_effect"])[substitution].abs()
+    assert error.max() < 0.4 and (flowfish["true_log2_effect"] < -1).sum() >= 6
+    assert {"enhancer", "promoter"} == set(placed["element"])
+    # The demo config names the edited gene and attributes it.
+    assert config["flowfish"]["gene"] == flowfish["gene"][0] == config["attribute"]["genes"][0]

@@ -50,7 +50,6 @@ import pandas as pd
 from flashrna.annotation import Annotation
 from flashrna.genome import Genome
 from flashrna.metrics import finite_or_none
-from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError, atomic_file, read_json, write_json
 from flashrna.variants import (
     PROTOCOLS,
@@ -65,8 +64,7 @@ from flashrna.variants import (
     trim_version,
     wide_frame,
 )
-from flashrna.zoo import add_model_arguments, resolve_model, track_model_from_args
-from flashrna.zoo.interface import default_head
+from flashrna.zoo import add_model_arguments, track_model_from_args, track_table_from_args
 
 log = logging.getLogger(__name__)
 
@@ -239,11 +237,7 @@ def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.n
         tissues = listed["gtex_tissue"].to_numpy() if "gtex_tissue" in listed else None
         source = str(path)
     else:
-        if args.targets:
-            table = TrackTable.read(args.targets)
-        else:
-            model = resolve_model(args.model[0])
-            table = model.track_table(args.head or default_head(model))
+        table = track_table_from_args(args)
         identifiers, descriptions = table.identifier, table.frame["description"]
         tissues, source = table.gtex_tissue, table.source
     if tissues is not None and not (tissues != "").any():

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from flashrna.report.figures import figure2, plot_figure1
+from flashrna.report.flashzoi import add_flashzoi_arguments, series_of, write_flashzoi
 from flashrna.report.tables import (
     DATA,
     SPACES,
@@ -30,6 +31,7 @@ WHAT = {
     "table4": "Table 4: RNA half-life and translation efficiency Pearson R",
     "figure1": "Figure 1: FlashRNA vs Borzoi speed and memory (from bench compare's JSON)",
     "figure2": "Figure 2: eQTL Spearman ρ against ensemble size",
+    "flashzoi": "Flashzoi's benchmarks for every model: a figure and a table",
 }
 
 
@@ -98,6 +100,8 @@ def register_report(parser: argparse.ArgumentParser) -> None:
             sub.add_argument(
                 "--released-distilled", nargs="*", help="the released distilled model: " + names
             )
+        if name == "flashzoi":
+            add_flashzoi_arguments(sub)
 
 
 def _run_report(args: argparse.Namespace) -> None:
@@ -121,6 +125,16 @@ def _run_report(args: argparse.Namespace) -> None:
     elif args.what == "figure1":
         source = Path(args.compare or Path(args.results) / "bench" / "compare.json")
         paths = plot_figure1(read_json(source), out / "figure1.png")
+    elif args.what == "flashzoi":
+        series = series_of(
+            run.results,
+            args.replicates,
+            args.ensembles,
+            args.distilled,
+            args.borzoi,
+            args.flashzoi,
+        )
+        paths = write_flashzoi(run, out, series, args.tables)
     else:
         paths = figure2(
             run,

@@ -18,6 +18,7 @@ from flashrna.zoo.interface import (
     model_track_table,
     resolve_model,
     track_model_from_args,
+    track_table_from_args,
 )
 
 __all__ = [
@@ -29,4 +30,5 @@ __all__ = [
     "model_track_table",
     "resolve_model",
     "track_model_from_args",
+    "track_table_from_args",
 ]

@@ -55,6 +55,7 @@ from flashrna.model import (
     attention,
     center_crop,
     model_description,
+    one_hot_channels,
     read_model_description,
     rotary_tables,
 )
@@ -175,7 +176,7 @@ def build_borzoi(source: str | Path | dict[str, Any], **overrides: Any) -> nn.Mo
 class BorzoiTracks(nn.Module):
     """A borzoi-pytorch model with FlashRNA's interface for the tracks of ``tracks`` (a table
     whose ``source_index`` are the head's channels). ``forward`` as :class:`FlashRNA`:
-    (B, L) int -> (B, L/32 - 2*crop_bins, len(tracks))."""
+    (B, L) int or (B, L, 4) one-hot -> (B, L/32 - 2*crop_bins, len(tracks))."""
 
     def __init__(self, borzoi: nn.Module, tracks: TrackTable, head: str = "human"):
         super().__init__()
@@ -205,12 +206,12 @@ class BorzoiTracks(nn.Module):
 
     def forward(self, sequence: Tensor, head: str = "human", crop_bins: int = 0) -> Tensor:
         self._check_head(head)
-        if sequence.shape[-1] % TOKEN_SIZE:
+        if sequence.shape[1] % TOKEN_SIZE:
             raise FlashRNAError(
-                f"input length {sequence.shape[-1]} bp is not a multiple of {TOKEN_SIZE}"
+                f"input length {sequence.shape[1]} bp is not a multiple of {TOKEN_SIZE}"
             )
-        reset_relative_positions(self.borzoi, sequence.shape[-1] // TOKEN_SIZE, sequence.device)
-        x = self.one_hot[sequence.long()].transpose(1, 2)
+        reset_relative_positions(self.borzoi, sequence.shape[1] // TOKEN_SIZE, sequence.device)
+        x = one_hot_channels(sequence, self.one_hot)
         x = self.borzoi.get_embs_after_crop(x)  # (B, dim, L/32): the model's crop is disabled
         x = center_crop(x.transpose(1, 2), crop_bins).transpose(1, 2)
         x = self.borzoi.final_joined_convs(x)

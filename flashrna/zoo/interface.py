@@ -315,6 +315,17 @@ def track_model_from_args(
     )
 
 
+def track_table_from_args(args: argparse.Namespace) -> TrackTable:
+    """The head's track table named by the :func:`add_model_arguments` options (``--targets``,
+    else the first ``--model``'s own), without loading weights."""
+    if getattr(args, "targets", None):
+        return TrackTable.read(args.targets)
+    if not args.model:
+        raise FlashRNAError("give --model")
+    source = resolve_model(args.model[0])
+    return source.track_table(args.head or default_head(source))
+
+
 def default_head(source: ModelSource) -> str:
     heads = source.heads()
     return "human" if "human" in heads else heads[0]

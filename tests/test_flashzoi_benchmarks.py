@@ -1,0 +1,526 @@
+"""Flashzoi's benchmarks: the statistics against scikit-learn and direct computations, each
+reader on rows in its source's public layout, the liftover arithmetic, the scores against an
+independent computation, and the Flashzoi figure and table from result files."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import fixture_path, save_tiny_model
+
+from flashrna.cli import main
+from flashrna.evaluate.crispri import crispri_metrics, read_crispr_pairs, score_pairs
+from flashrna.evaluate.flowfish import Liftover, parse_columns, place_edits, read_flowfish, to_log2
+from flashrna.evaluate.prioritisation import find_vcf_pairs, l2fc_norms, read_labelled_variants
+from flashrna.evaluate.stats import auroc, average_precision, bootstrap, pearson
+from flashrna.genome import Genome, encode_sequence
+from flashrna.model import predict
+from flashrna.tracks import TrackTable
+from flashrna.utils import FlashRNAError
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auroc_and_average_precision_equal_scikit_learn(seed):
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(seed)
+    labels = rng.random(200) < 0.2
+    scores = np.round(rng.normal(size=200) + labels, 1)  # rounded: many ties
+    assert auroc(labels, scores) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert average_precision(labels, scores) == pytest.approx(
+        average_precision_score(labels, scores), abs=1e-12
+    )
+    assert np.isnan(auroc(np.zeros(5, bool), np.arange(5)))
+    assert np.isnan(average_precision(np.zeros(5, bool), np.arange(5)))
+
+
+def test_average_precision_by_hand():
+    # Scores 0.9 (positive), 0.8 (negative), 0.7 (positive), tied 0.5 (one of each):
+    # precision at the thresholds 1, 1/2, 2/3, 3/5 with recall steps 1/3, 0, 1/3, 1/3.
+    labels = [1, 0, 1, 1, 0]
+    scores = [0.9, 0.8, 0.7, 0.5, 0.5]
+    expected = (1 / 3) * 1 + (1 / 3) * (2 / 3) + (1 / 3) * (3 / 5)
+    assert average_precision(labels, scores) == pytest.approx(expected)
+
+
+def test_bootstrap_interval_is_the_quantiles_of_the_resampled_statistic():
+    labels = np.array([1, 0, 0, 1, 0, 0, 0, 1, 0, 0], bool)
+    scores = np.array([0.9, 0.1, 0.4, 0.35, 0.8, 0.2, 0.3, 0.7, 0.05, 0.6])
+    estimate = bootstrap(average_precision, labels, scores, resamples=300, seed=5)
+    # Directly: the same draws, the statistic where a resample has a positive, 2.5/97.5 %.
+    draws = np.random.default_rng(5).integers(0, 10, size=(300, 10))
+    values = [average_precision(labels[d], scores[d]) for d in draws if labels[d].any()]
+    assert estimate.value == average_precision(labels, scores)
+    assert estimate.resamples == len(values) < 300
+    assert estimate.low == pytest.approx(np.quantile(values, 0.025))
+    assert estimate.high == pytest.approx(np.quantile(values, 0.975))
+    assert estimate.low <= estimate.value <= estimate.high
+
+
+def test_pearson_equals_scipy():
+    from scipy.stats import pearsonr
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=30), rng.normal(size=30)
+    assert pearson(x, y + x) == pytest.approx(pearsonr(x, y + x)[0])
+    assert np.isnan(pearson([1, 1, 1], [1, 2, 3]))
+
+
+# --------------------------------------------------------------------------------------------
+# CRISPRi: EngreitzLab/CRISPR_comparison EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz
+# --------------------------------------------------------------------------------------------
+
+# Rows of the public file (commit 0a22e40 of EngreitzLab/CRISPR_comparison) in its own layout:
+# a regulated Nasser2021 pair, a Gasperini2019 negative, a Schraivogel2020 negative, a pair
+# without a TSS and one without a Regulated value (both left out), and one row whose
+# ValidConnection takes a documented non-TRUE value.
+CRISPR_HEADER = [
+    "chrom",
+    "chromStart",
+    "chromEnd",
+    "name",
+    "EffectSize",
+    "chrTSS",
+    "startTSS",
+    "endTSS",
+    "measuredGeneSymbol",
+    "Significant",
+    "pValueAdjusted",
+    "PowerAtEffectSize10",
+    "PowerAtEffectSize15",
+    "PowerAtEffectSize20",
+    "PowerAtEffectSize25",
+    "PowerAtEffectSize50",
+    "ValidConnection",
+    "CellType",
+    "Reference",
+    "Regulated",
+    "Dataset",
+]
+CRISPR_ROWS = [
+    [
+        "chr1",
+        "3774714",
+        "3775214",
+        "CEP104|chr1:3691278-3691778:*",
+        "-0.293431866",
+        "chr1",
+        "3857213",
+        "3857214",
+        "CEP104",
+        "TRUE",
+        "0.004023984",
+        "NA",
+        "NA",
+        "NA",
+        "0.825093632",
+        "NA",
+        "TRUE",
+        "K562",
+        "Ulirsch2016",
+        "TRUE",
+        "Nasser2021",
+    ],
+    [
+        "chr1",
+        "3803570",
+        "3805848",
+        "LRRC47|chr1:3720134-3722412:.",
+        "-0.00147126515217055",
+        "chr1",
+        "3796503",
+        "3796504",
+        "LRRC47",
+        "FALSE",
+        "0.9999184308772658",
+        "0.4",
+        "0.8",
+        "0.85",
+        "1",
+        "1",
+        "TRUE",
+        "K562",
+        "Gasperini et al., 2019",
+        "FALSE",
+        "Gasperini2019",
+    ],
+    [
+        "chr11",
+        "220536",
+        "220704",
+        "CD151|chr11:220536-220704:.",
+        "0.01386139366435701",
+        "chr11",
+        "832843",
+        "832844",
+        "CD151",
+        "FALSE",
+        "1",
+        "0.6",
+        "0.85",
+        "0.95",
+        "1",
+        "1",
+        "TRUE",
+        "K562",
+        "Schraivogel et al., 2020",
+        "FALSE",
+        "Schraivogel2020",
+    ],
+    [
+        "chr19",
+        "12202210",
+        "12202750",
+        "C19orf43|chr19:12313025-12313565:*",
+        "0.01091",
+        "chr19",
+        "NA",
+        "NA",
+        "C19orf43",
+        "FALSE",
+        "0.8236547913860001",
+        "NA",
+        "NA",
+        "NA",
+        "0.999999999994",
+        "NA",
+        "TRUE",
+        "K562",
+        "Fulco2019",
+        "FALSE",
+        "Nasser2021",
+    ],
+    [
+        "chr6",
+        "3202858",
+        "3203698",
+        "RP1-40E16.9|chr6:3203092-3203932:.",
+        "NA",
+        "chr6",
+        "3195755",
+        "3195756",
+        "RP1-40E16.9",
+        "TRUE",
+        "0.02870783683430391",
+        "0",
+        "0",
+        "0",
+        "0",
+        "0",
+        "TRUE",
+        "K562",
+        "Gasperini et al., 2019",
+        "NA",
+        "Gasperini2019",
+    ],
+    [
+        "chrX",
+        "46796510",
+        "46797010",
+        "GATA1|chrX:46655945-46656445:*",
+        "0.00261436",
+        "chrX",
+        "48786554",
+        "48786555",
+        "GATA1",
+        "FALSE",
+        "0.966121062391",
+        "NA",
+        "NA",
+        "NA",
+        "0.99997546503800006",
+        "NA",
+        "overlaps potential promoter",
+        "K562",
+        "Fulco2019",
+        "FALSE",
+        "Nasser2021",
+    ],
+]
+
+
+def test_crispr_reader_parses_the_public_layout(tmp_path):
+    path = tmp_path / "EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz"
+    lines = ["\t".join(row) for row in (CRISPR_HEADER, *CRISPR_ROWS)]
+    path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    pairs, dropped = read_crispr_pairs(path)
+    assert list(pairs["gene"]) == ["CEP104", "LRRC47", "CD151"]
+    assert list(pairs["regulated"]) == [True, False, False]
+    assert list(pairs["tss"]) == [3857213, 3796503, 832843]
+    assert pairs["distance"][0] == abs((3774714 + 3775214) // 2 - 3857213)
+    assert dropped == {"invalid_connection": 1, "no_label_or_tss": 2}
+    (tmp_path / "broken.tsv").write_text("chrom\tchromStart\nchr1\t5\n")
+    with pytest.raises(FlashRNAError, match="missing column"):
+        read_crispr_pairs(tmp_path / "broken.tsv")
+
+
+def test_crispr_score_is_the_normalised_window_sum_of_absolute_scores():
+    scores = np.zeros(1000)
+    scores[300:310] = [1, -2, 3, -4, 5, -6, 7, -8, 9, -10]
+    pairs = pd.DataFrame({"start": [10_290, 10_950, 10_020], "end": [10_320, 10_970, 10_040]})
+    out = score_pairs(pairs, scores, window_start=10_000, window=40)
+    mean = np.abs(scores).mean()
+    assert out[0] == pytest.approx(55 / mean)  # the window 285-325 holds every nonzero base
+    assert np.isnan(out[1]) and np.isnan(out[2])  # within 64 bp of the input's ends
+    assert score_pairs(pairs[:1], scores, 10_000, 40, normalise=False)[0] == 55
+
+
+def test_crispr_metrics_by_distance_bin():
+    rng = np.random.default_rng(0)
+    pairs = pd.DataFrame(
+        {
+            "regulated": rng.random(80) < 0.3,
+            "distance": rng.integers(0, 3000, 80),
+        }
+    )
+    pairs["score"] = pairs["regulated"] + rng.normal(0, 0.8, 80)
+    metrics = crispri_metrics(pairs, [0, 1000, 3000], resamples=50)
+    assert list(metrics["subset"]) == ["all", "0-1000", "1000-3000"]
+    near = pairs[pairs["distance"] <= 1000]
+    assert metrics["pairs"][1] == len(near)
+    assert metrics["auprc"][1] == average_precision(near["regulated"], near["score"])
+    assert metrics["positive_rate"][0] == pairs["regulated"].mean()
+
+
+# --------------------------------------------------------------------------------------------
+# eQTL prioritisation: Borzoi's QTL VCF pairs
+# --------------------------------------------------------------------------------------------
+
+NEGATIVES = """\
+##fileformat=VCFv4.2
+##INFO=<ID=MT,Number=1,Type=String,Description="Molecular trait id">
+##INFO=<ID=PI,Number=1,Type=String,Description="Positive SNP id">
+#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO
+chr1\t14678\tchr1_14678_A_T_b38\tA\tT\t.\t.\tMT=ENSG00000227232;PI=chr1_14677_G_A_b38
+chr1\t54491\tchr1_54491_G_C_b38\tG\tC\t.\t.\tMT=ENSG00000268903;PI=chr1_54490_G_A_b38
+chr1\t63672\tchr1_63672_G_TA_b38\tG\tTA\t.\t.\tMT=ENSG00000186092;PI=chr1_63671_G_A_b38
+chr1\t64800\tchr1_64800_C_T_b38\tC\tT\t.\t.\tMT=ENSG00000186092;PI=chr1_64764_C_T_b38
+"""
+
+
+@pytest.fixture
+def vcf_pairs(tmp_path):
+    """Whole_Blood_pos.vcf: the real GTEx-style eQTL VCF of the fixtures (baskerville's test
+    data); Whole_Blood_neg.vcf: negatives in the layout of Borzoi's QTL sets."""
+    vcf = fixture_path("variants/eqtl_hg38_1m.vcf")
+    (tmp_path / "Whole_Blood_pos.vcf").write_text(vcf.read_text())
+    (tmp_path / "Whole_Blood_neg.vcf").write_text(NEGATIVES)
+    return tmp_path
+
+
+def genome_tracks() -> TrackTable:
+    rows = [("GTEX-A.1", "RNA:blood"), ("GTEX-B.1", "RNA:blood"), ("ENCFF1", "DNASE:blood")]
+    return TrackTable(
+        pd.DataFrame(
+            {
+                "identifier": [r[0] for r in rows],
+                "file": "x",
+                "clip": 768,
+                "clip_soft": 2.0,
+                "scale": 0.5,
+                "sum_stat": "sum_sqrt",
+                "strand_pair": range(3),
+                "description": [r[1] for r in rows],
+                "source_index": range(3),
+            }
+        ),
+        source="test",
+    )
+
+
+def test_prioritisation_reader_and_score_against_a_direct_computation(vcf_pairs, tmp_path):
+    pairs = find_vcf_pairs(vcf_pairs, None)
+    assert list(pairs) == ["Whole_Blood"]
+    labelled, variants = read_labelled_variants(pairs)
+    assert labelled["label"].tolist() == [1] * 8 + [0] * 4
+    assert variants["chr1_14677_G_A_b38"].pos == 14677
+    genome = Genome(fixture_path("genome/hg38_1m.fa.gz"))
+    tracks = genome_tracks()
+    model_dir = save_tiny_model(tmp_path / "model", tracks)
+    from flashrna.zoo import load_track_model
+
+    model = load_track_model([model_dir], head="human", device="cpu")
+    norms, skipped = l2fc_norms(
+        model, genome, variants, np.array([0, 1]), length=1024, crop_bins=4, batch_size=3
+    )
+    assert skipped["chr1_63672_G_TA_b38"][0] == "not_snv"
+    assert skipped["chr1_64800_C_T_b38"][0] == "ref_mismatch"  # the genome has A there
+    assert len(norms) == 10
+    # Directly: the variant at index 512, both windows through predict, counts, norm.
+    start = 54490 - 1 - 512
+    ref = genome.fetch("chr1", start, start + 1024)
+    assert ref[512] == encode_sequence("G")[0]
+    alt = ref.copy()
+    alt[512] = encode_sequence("A")[0]
+    pred = predict(model.module, np.stack([ref, alt]), crop_bins=4).numpy()[..., :2]
+    counts = tracks.take([0, 1]).unsquash(pred)
+    change = np.log2(counts[1] + 1) - np.log2(counts[0] + 1)
+    assert np.allclose(norms["chr1_54490_G_A_b38"], np.sqrt((change**2).sum(0)), rtol=1e-4)
+    (vcf_pairs / "Liver_pos.vcf").write_text("")
+    with pytest.raises(FlashRNAError, match=r"Liver_neg\.vcf: not found"):
+        find_vcf_pairs(vcf_pairs, None)
+
+
+# --------------------------------------------------------------------------------------------
+# Variant-FlowFISH and liftover
+# --------------------------------------------------------------------------------------------
+
+# Variant ids as the Variant-FlowFISH pipeline writes them (EngreitzLab/variant-flowfish README,
+# guide counts of the PPIF enhancer screen); the effects and the headers are made up, as the
+# supplementary table's headers could not be read here (hence --columns).
+FLOWFISH_ROWS = """\
+Guide\tMeasured effect (%)\tCell line
+pegRNAsgOptiGibson-peg393-PPIF_enhancer_original-chr10:81046426:GTTAG>AGCCA\t-12.5\tJurkat
+pegRNAsgOptiGibson-peg359-PPIF_enhancer_original-chr10:81046401:TGGGA>AACCC\t3.0\tJurkat
+pegRNAsgOptiGibson-peg406-PPIF_enhancer_original-chr10:81046441:CACCA>TCGGT\t-40\tTHP1
+PPIF_promoter_original-chr10:81107300:AC>A\t-5\tJurkat
+"""
+
+
+def test_flowfish_reader_parses_pipeline_variant_ids(tmp_path):
+    path = tmp_path / "flowfish.tsv"
+    path.write_text(FLOWFISH_ROWS)
+    columns = parse_columns(["variant=Guide", "effect=Measured effect (%)", "cell_type=Cell line"])
+    edits = read_flowfish(path, columns, "percent")
+    assert edits[["chrom", "pos", "ref", "alt"]].iloc[0].tolist() == [
+        "chr10",
+        81046426,
+        "GTTAG",
+        "AGCCA",
+    ]
+    assert edits["element"].tolist() == ["enhancer"] * 3 + ["promoter"]
+    assert edits["cell_type"].tolist() == ["Jurkat", "Jurkat", "THP1", "Jurkat"]
+    assert edits["measured"][2] == pytest.approx(np.log2(0.6))
+    with pytest.raises(FlashRNAError, match="--columns effect=HEADER"):
+        read_flowfish(path, parse_columns(["variant=Guide"]), "percent")
+    with pytest.raises(FlashRNAError, match="manual download"):
+        read_flowfish(tmp_path / "absent.tsv", columns, "percent")
+    assert np.allclose(to_log2([100, -50], "percent"), [1, -1])
+    assert np.allclose(to_log2([1.0], "fraction"), [1])
+
+
+def test_liftover_through_a_chain_with_gaps_and_a_reverse_strand(tmp_path):
+    # Chain 1 (forward): source chrA 100-130 -> target chrB 1000-1030, a 5-bp source gap and a
+    # 10-bp target gap, then source 135-155 -> target 1040-1060.
+    # Chain 2 (reverse): source chrC 0-50 -> target chrD (size 500) reverse strand, q 100-150.
+    chain = (
+        "chain 100 chrA 1000 + 100 155 chrB 5000 + 1000 1060 1\n30 5 10\n20\n\n"
+        "chain 50 chrC 200 + 0 50 chrD 500 - 100 150 2\n50\n\n"
+    )
+    path = tmp_path / "test.over.chain.gz"
+    path.write_bytes(gzip.compress(chain.encode()))
+    lift = Liftover.read(path)
+    assert lift.lift("chrA", 100, 101) == ("chrB", 1000, "+")
+    assert lift.lift("chrA", 129, 130) == ("chrB", 1029, "+")
+    assert lift.lift("chrA", 132, 133) is None  # in the source gap
+    assert lift.lift("chrA", 140, 142) == ("chrB", 1045, "+")
+    assert lift.lift("chrA", 128, 132) is None  # spans the gap
+    # Reverse: source 10 is reverse-strand target 110, forward 500 - 110 - 1 = 389.
+    assert lift.lift("chrC", 10, 11) == ("chrD", 389, "-")
+    assert lift.lift("chrZ", 10, 11) is None
+    assert Liftover.read(path, {"chrA"}).lift("chrC", 10, 11) is None
+
+
+def test_place_edits_lifts_checks_ref_and_drops_indels(tmp_path):
+    fasta = tmp_path / "g.fa"
+    fasta.write_text(">chr10\n" + "ACGT" * 50 + "\n")
+    chain = tmp_path / "c.chain"
+    chain.write_text("chain 1 chr10 1000 + 500 700 chr10 200 + 0 200 1\n200\n")
+    edits = pd.DataFrame(
+        {
+            "chrom": "chr10",
+            "pos": [501, 502, 503, 505, 900],  # hg19, 1-based: hg38 0-based 0, 1, 2, 4, -
+            "ref": ["A", "CG", "T", "A", "A"],
+            "alt": ["G", "TT", "TA", "C", "C"],
+            "measured": [0.1, 0.2, 0.3, np.nan, 0.5],
+        }
+    )
+    placed = place_edits(edits, Genome(fasta), Liftover.read(chain))
+    assert placed["outcome"].tolist() == ["ok", "ok", "indel", "no_measurement", "unlifted"]
+    assert placed["hg38_start"].tolist()[:2] == [0, 1]
+    wrong = edits.iloc[:1].assign(ref="C", alt="G")
+    assert place_edits(wrong, Genome(fasta), Liftover.read(chain))["outcome"][0] == "ref_mismatch"
+
+
+# --------------------------------------------------------------------------------------------
+# The Flashzoi figure and table
+# --------------------------------------------------------------------------------------------
+
+
+def write_results(root, name: str, shift: float) -> None:
+    """Result files of one model, as the benchmark steps write them."""
+    tissues = ["Liver", "Whole_Blood", "Brain_Cortex"]
+    for benchmark, column in (("eqtl", "spearman"), ("prioritisation", "auroc")):
+        directory = root / "eval" / benchmark / name
+        directory.mkdir(parents=True)
+        values = [0.3 + shift + 0.1 * k for k in range(3)]
+        pd.DataFrame({"tissue": tissues, column: values, "included": [True, True, False]}).to_csv(
+            directory / "tissues.csv", index=False
+        )
+        (directory / "summary.json").write_text("{}")
+    directory = root / "eval" / "flowfish" / name
+    directory.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "cell_type": ["Jurkat"] * 3 + ["THP1"] * 3,
+            "element": ["all", "enhancer", "promoter"] * 2,
+            "edits": 20,
+            "pearson": [0.5 + shift, 0.4 + shift, 0.6 + shift, 0.3, 0.2, 0.4],
+            "pearson_low": 0.1,
+            "pearson_high": 0.9,
+        }
+    ).to_csv(directory / "metrics.csv", index=False)
+    directory = root / "eval" / "crispri" / name
+    directory.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "subset": ["all", "0-15000", "15000-45000"],
+            "pairs": 50,
+            "positives": 5,
+            "positive_rate": 0.1,
+            "auprc": [0.3 + shift, 0.5, np.nan],
+            "auprc_low": 0.2,
+            "auprc_high": 0.6,
+        }
+    ).to_csv(directory / "metrics.csv", index=False)
+
+
+def test_flashzoi_figure_and_table_from_result_files(tmp_path):
+    results = tmp_path / "results"
+    for name, shift in (("member0", 0.0), ("member1", 0.1), ("ensemble4", 0.2), ("borzoi0", 0.05)):
+        write_results(results, name, shift)
+    out = results / "figures"
+    argv = ["report", "flashzoi", "--results", str(results), "--out", str(out), "--data", "demo"]
+    assert main(argv) == 0
+    for ext in ("png", "pdf", "csv"):
+        assert (out / f"flashzoi_benchmarks.{ext}").stat().st_size > 0
+    table = pd.read_csv(results / "tables" / "flashzoi_benchmarks.csv")
+    row = table.set_index(["model", "metric"])
+    # Replicates: mean over member0 and member1 of the mean over included tissues (0.35, 0.45).
+    assert row.loc[("FlashRNA", "eQTL Spearman ρ"), "mean"] == pytest.approx(0.40)
+    assert row.loc[("FlashRNA", "eQTL Spearman ρ"), "n"] == 2
+    # FlowFISH enhancer: the mean over the two cell types (0.4 + shift, 0.2).
+    assert row.loc[("FlashRNA ensemble 4", "FlowFISH r enhancer"), "mean"] == pytest.approx(0.4)
+    assert row.loc[("Borzoi", "CRISPRi AUPRC"), "mean"] == pytest.approx(0.35)
+    assert row.loc[("Flashzoi", "CRISPRi AUPRC"), "status"] == "not run"
+    assert row.loc[("FlashRNA distilled", "eQTL AUROC"), "status"] == "not run"
+    tissues = pd.read_csv(results / "tables" / "flashzoi_tissues.csv")
+    assert set(tissues["tissue"]) == {"Liver", "Whole_Blood", "Brain_Cortex"}
+    assert tissues.loc[tissues["tissue"] == "Liver", "member1"].tolist() == pytest.approx(
+        [0.4, 0.4]
+    )
+    points = pd.read_csv(out / "flashzoi_benchmarks.csv")
+    crispri = points[(points["panel"] == "d") & (points["series"] == "FlashRNA")]
+    assert crispri["group"].tolist() == ["all", "0-15000"]  # the NaN bin is not drawn
+
+
+def test_flashzoi_figure_needs_replicates(tmp_path):
+    argv = ["report", "flashzoi", "--results", str(tmp_path), "--out", str(tmp_path / "f")]
+    assert main(argv) == 1
