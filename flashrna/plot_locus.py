@@ -292,6 +292,7 @@ def predict_locus(
             batch_size=len(windows),
             device=resolve_device(device),
             crop_bins=crop_bins,
+            precision=model.precision,
         )[:, first:last][..., torch.as_tensor(columns)].numpy()
         if space == "counts":
             output = unsquash(
@@ -613,6 +614,7 @@ def _run_plot_locus(args: argparse.Namespace) -> None:
             targets=args.targets,
             identifiers=args.tracks,
             device=args.device,
+            precision=args.precision,
         )
         for members in columns
     ]

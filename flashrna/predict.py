@@ -108,17 +108,20 @@ def predict_members(
     reverse_complement_average: bool = True,
     crop_bins: int = 0,
     one_at_a_time: bool = False,
+    precision: str = "auto",
     progress: bool = False,
 ) -> Tensor:
     """The members' mean prediction for (N, L) base indices: (N, L/32 - 2*crop_bins, tracks)
     fp32 on the CPU. Each member's prediction is forward+RC averaged (:func:`predict`).
     ``one_at_a_time`` moves one member at a time to ``device`` (and back to the CPU);
-    ``progress`` shows a bar over each member's batches."""
+    ``precision``: :func:`flashrna.model.predict`'s; ``progress`` shows a bar over each
+    member's batches."""
     options = {
         "batch_size": batch_size,
         "device": device,
         "reverse_complement_average": reverse_complement_average,
         "crop_bins": crop_bins,
+        "precision": precision,
         "progress": progress,
     }
     if not one_at_a_time:
@@ -178,6 +181,7 @@ def predict_windows(
     one_at_a_time: bool = False,
     dtype: str = "float16",
     allow_length: bool = False,
+    precision: str = "auto",
     formats: Sequence[str] = ("npy",),
     space: str = "counts",
     identifiers: Sequence[str] | None = None,
@@ -187,7 +191,8 @@ def predict_windows(
     """Predict the windows of ``shards`` (optionally one split) and then of ``bed`` (with
     ``fasta``) and write the directory ``out`` described in the module docstring. The models'
     own input length and crop (their description) are the defaults for BED windows; an input
-    length a model was not built for is refused unless ``allow_length``.
+    length a model was not built for is refused unless ``allow_length``; ``precision``:
+    :func:`flashrna.model.predict`'s.
 
     ``formats``: ``npy`` (``predictions.npy``, every track) and/or ``bigwig`` (one file per
     track of the head's table selected by track ``identifiers`` and ``assays``; all
@@ -275,6 +280,7 @@ def predict_windows(
                 reverse_complement_average=reverse_complement_average,
                 crop_bins=crop_bins,
                 one_at_a_time=one_at_a_time,
+                precision=precision,
                 progress=progress and len(part) > batch_size,
             ).numpy()
             bar.update(len(part))
@@ -409,6 +415,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         one_at_a_time=args.one_at_a_time,
         dtype=args.dtype,
         allow_length=args.allow_length,
+        precision=args.precision,
         formats=args.formats,
         space=args.space,
         identifiers=args.tracks,
@@ -432,11 +439,13 @@ def ensemble_predict_shards(
     device: str | torch.device | None = None,
     one_at_a_time: bool = False,
     allow_length: bool = False,
+    precision: str = "auto",
 ) -> list[Path]:
     """Write ``out/<shard name>`` for every input shard holding windows of ``splits``: the
     ensemble's forward+RC predictions over each example's target window, in the target shard
     format. Shards already written from the same input and models are skipped. Shards of an
-    input length the models were not built for are refused unless ``allow_length``."""
+    input length the models were not built for are refused unless ``allow_length``;
+    ``precision``: :func:`flashrna.model.predict`'s (recorded, as it changes the targets)."""
     members = load_members(model_dirs)
     described = resolve_model(model_dirs[0]).description
     models = [_model_name(d) for d in model_dirs]
@@ -459,6 +468,7 @@ def ensemble_predict_shards(
             "head": name,
             "input": str(path.resolve()),
             "input_source": read_json(path / "meta.json").get("source", {}),
+            "precision": precision,
         }
         done = target / "meta.json"
         if done.is_file() and read_json(done).get("source") == source:
@@ -488,6 +498,7 @@ def ensemble_predict_shards(
                     device=device,
                     crop_bins=crop,
                     one_at_a_time=one_at_a_time,
+                    precision=precision,
                 )
                 for k, i in enumerate(indices):
                     writer.add(
@@ -535,6 +546,7 @@ def _run_ensemble_predict(args: argparse.Namespace) -> None:
         device=resolve_device(args.device),
         one_at_a_time=args.one_at_a_time,
         allow_length=args.allow_length,
+        precision=args.precision,
     )
 
 

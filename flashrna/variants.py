@@ -107,7 +107,7 @@ import torch
 
 from flashrna.annotation import BIN_RULES, Annotation, Gene, interval_bins
 from flashrna.genome import AlleleLayout, Genome, ReferenceMismatchError, VariantWindows
-from flashrna.model import BIN_SIZE, Ensemble, reverse_complement
+from flashrna.model import BIN_SIZE, Ensemble, autocast_dtype, reverse_complement
 from flashrna.tracks import TrackTable, unsquash
 from flashrna.utils import (
     FlashRNAError,
@@ -560,8 +560,8 @@ class VariantScorer:
         """Per window and gene, the exon-bin sums of the selected tracks in the protocol's
         units: (2B, max genes, computed tracks) float64 on the device. ``sequences`` (2B, L)."""
         both = torch.cat((sequences, reverse_complement(sequences)))
-        autocast = self.device.type == "cuda"
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+        dtype = autocast_dtype(self.model.precision, self.device)
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=bool(dtype)):
             out = member(both, self.model.head, self.crop_bins)
         forward, reverse = out.float().chunk(2)
         # unreverse_prediction on the selected tracks only: their partners, bins reversed.

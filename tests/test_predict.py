@@ -109,6 +109,17 @@ def test_predict_bed_windows_from_a_fasta(members, tmp_path):
         from flashrna.predict import predict_windows
 
         predict_windows([members[0]], tmp_path / "x", bed=tmp_path / "w.bed")
+    # --precision reaches the model: bf16 autocast gives outputs near fp32's but not equal.
+    both = {}
+    for precision in ("fp32", "bf16"):
+        target = tmp_path / precision
+        argv = [*args, "--precision", precision, "--dtype", "float32", "--out", str(target)]
+        assert cli_main(argv) == 0
+        both[precision] = np.load(target / "predictions.npy").ravel()
+    fp32 = predict(load_model(members[0]), np.stack([first, second]), crop_bins=4, precision="fp32")
+    np.testing.assert_allclose(both["fp32"], fp32.numpy().ravel(), rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(both["fp32"], both["bf16"])
+    assert np.corrcoef(both["fp32"], both["bf16"])[0, 1] > 0.99
 
 
 def test_ensemble_predict_writes_target_shards_and_resumes(planted, members, tmp_path):

@@ -119,6 +119,7 @@ def l2fc_norms(
             device=device,
             reverse_complement_average=rc,
             crop_bins=crop_bins,
+            precision=model.precision,
         )[..., torch.as_tensor(columns)]
         if units == "counts":
             pred = unsquash(pred, *transform)

@@ -109,6 +109,7 @@ class TrackPearson:
                 batch_size=len(sequence),
                 device=self.device,
                 crop_bins=crop,
+                precision=model.precision,
             )
             pred = take_bins(pred[..., columns].to(self.device), crop_start - crop, bins)
             counts = unsquash(pred, *params)

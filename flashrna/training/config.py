@@ -51,7 +51,7 @@ DEFAULTS: dict[str, Any] = {
         "steps": 60_000,  # choice: 480k examples at batch 8, about a day at ~6 examples/s
         "epochs": None,  # instead of steps: passes over the first species' training windows
         "batch_size": 8,  # choice (paper: larger than Borzoi's 2); global, per optimiser step
-        "micro_batch_size": None,  # per process and forward pass; default batch/processes
+        "micro_batch_size": None,  # per process; default batch/processes, on a GPU what fits
         "learning_rate": 2e-4,  # choice (paper: larger than Borzoi's 6e-5); peak
         "warmup_steps": 5_000,  # choice: 40k examples, as Borzoi's 20k steps x batch 2
         "schedule": "cosine",  # cosine | linear | constant (after the warm-up)

@@ -32,6 +32,8 @@ from flashrna.model import (
     FlashRNA,
     ModelConfig,
     build_model,
+    choose_micro_batch,
+    enable_tf32,
     flop_counts,
     load_model,
     model_config,
@@ -303,18 +305,12 @@ class Trainer:
         train = cfg["train"]
         world = self.world.world_size
         self.batch_size = int(train["batch_size"])
-        self.micro_batch_size = int(train["micro_batch_size"] or self.batch_size // world)
-        per_step = self.micro_batch_size * world
-        if self.micro_batch_size < 1 or self.batch_size % per_step:
-            raise FlashRNAError(
-                f"train.batch_size {self.batch_size} is not a multiple of micro_batch_size "
-                f"{self.micro_batch_size} x {world} processes"
-            )
-        self.accumulate = self.batch_size // per_step
         precision = train["precision"]
         if precision == "bf16" and self.device.type != "cuda":
             raise FlashRNAError("train.precision bf16 needs a CUDA device; use auto or fp32")
         self.bf16 = self.device.type == "cuda" and precision in ("auto", "bf16")
+        if self.device.type == "cuda":
+            enable_tf32()  # the fp32 head and loss
         self.species = list(cfg["data"]["species"])
         self.data = {
             name: build_species_data(name, entry, cfg)
@@ -322,6 +318,14 @@ class Trainer:
         }
         self.total_steps = self._total_steps()
         self.model_config = self._model_config()
+        self.micro_batch_size = self._micro_batch_size()
+        per_step = self.micro_batch_size * world
+        if self.micro_batch_size < 1 or self.batch_size % per_step:
+            raise FlashRNAError(
+                f"train.batch_size {self.batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size} x {world} processes"
+            )
+        self.accumulate = self.batch_size // per_step
         workers = cfg["data"]["num_workers"]
         self.num_workers = default_num_workers() if workers is None else int(workers)
         if self.device.type == "cpu" and self.world.main:
@@ -356,6 +360,29 @@ class Trainer:
             base = read_model_config(init)[0].to_dict()
             return ModelConfig.from_dict({**base, **overrides}, f"model.init {init} + overrides")
         return model_config(self.config["model"]["preset"], **overrides)
+
+    def _micro_batch_size(self) -> int:
+        """``train.micro_batch_size``, or when null the whole per-process batch, except on a
+        CUDA device too small for it: there the largest divisor of the per-process batch whose
+        :func:`~flashrna.model.training_memory_estimate` fits the device's memory (gradient
+        accumulation keeps the effective batch)."""
+        given = self.config["train"]["micro_batch_size"]
+        per_process = self.batch_size // self.world.world_size
+        if given or self.device.type != "cuda" or per_process < 1:
+            return int(given or per_process)
+        length = max(d.train.seq_length for d in self.data.values())
+        memory = torch.cuda.get_device_properties(self.device).total_memory
+        chosen = choose_micro_batch(self.model_config, length, per_process, memory, bf16=self.bf16)
+        if chosen < per_process:
+            log.info(
+                "micro-batch %d of %d per process fits %.0f GiB (estimated; gradients "
+                "accumulated over %d micro-batches)",
+                chosen,
+                per_process,
+                memory / 2**30,
+                per_process // chosen,
+            )
+        return chosen
 
     def _warn_if_slow_on_cpu(self) -> None:
         """Warn, with the expected time per step, before a big model trains on the CPU (the

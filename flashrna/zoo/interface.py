@@ -42,7 +42,9 @@ from torch import nn
 
 from flashrna.model import (
     CONFIG_FILE,
+    PRECISIONS,
     Ensemble,
+    autocast_dtype,
     check_input_length,
     load_model,
     read_model_config,
@@ -189,6 +191,7 @@ class TrackModel:
     tracks: TrackTable
     name: str
     description: dict[str, Any] = field(default_factory=dict)
+    precision: str = "auto"  # of inference: flashrna.model.autocast_dtype
 
     def columns(self, identifiers: Sequence[str]) -> np.ndarray:
         """Output index (int64, (n,)) of each identifier; an error names those it lacks and
@@ -229,10 +232,13 @@ class TrackModel:
 
 
 def add_model_arguments(
-    parser: argparse.ArgumentParser, required: bool = True, targets: bool = True
+    parser: argparse.ArgumentParser,
+    required: bool = True,
+    targets: bool = True,
+    precision: bool = True,
 ) -> None:
     """``--model`` (repeatable: an ensemble), ``--targets`` (with ``targets``), ``--head``,
-    ``--device``, ``--allow-length``."""
+    ``--device``, ``--allow-length``, ``--precision`` (with ``precision``)."""
     group = parser.add_argument_group("model")
     group.add_argument(
         "--model",
@@ -259,6 +265,15 @@ def add_model_arguments(
         action="store_true",
         help="run the model on an input length other than the one it was built for",
     )
+    if precision:
+        group.add_argument(
+            "--precision",
+            choices=PRECISIONS,
+            default="auto",
+            help="inference precision: auto (default) runs the trunk under bf16 autocast on "
+            "CUDA and on CPUs with native bf16 (AVX-512 BF16, AMX), fp32 elsewhere; the track "
+            "heads stay fp32",
+        )
 
 
 def load_track_model(
@@ -268,6 +283,7 @@ def load_track_model(
     targets: str | Path | None = None,
     identifiers: Sequence[str] | None = None,
     device: Any = "cpu",
+    precision: str = "auto",
 ) -> TrackModel:
     """One model, or the ensemble of several (the mean of the members' predictions), named by
     ``--model`` values (:func:`resolve_model`), for ``head`` (default: human, else the first)
@@ -299,7 +315,8 @@ def load_track_model(
     module = members[0] if len(members) == 1 else Ensemble(members)
     name = "+".join(s.given for s in sources)  # an ensemble is named by all its members
     log.info("loaded %s (%d tracks, head %s)", name, len(table), head)
-    return TrackModel(module, head, table, name, description)
+    autocast_dtype(precision, device)  # an unknown precision fails here, before any work
+    return TrackModel(module, head, table, name, description, precision)
 
 
 def track_model_from_args(
@@ -312,6 +329,7 @@ def track_model_from_args(
         targets=args.targets,
         identifiers=identifiers,
         device=args.device,
+        precision=getattr(args, "precision", "auto"),
     )
 
 
