@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import time
 
 from flashrna import __version__
 
@@ -132,6 +134,12 @@ def build_step_parser(step: str) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="warnings and errors only: no progress bars, no summary line",
+    )
     module_name, register = target.split(":")
     getattr(importlib.import_module(module_name), register)(parser)
     return parser
@@ -154,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_step_parser(step)
     args = parser.parse_args(argv[1:])
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, args.quiet)
+    if args.quiet:
+        os.environ["TQDM_DISABLE"] = "1"  # bars a step draws without a progress option
+    args.progress = not args.quiet
+    started = time.monotonic()
     try:
         status = args.run(args)
     except FlashRNAError as err:
@@ -163,7 +175,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"flashrna {step}: interrupted", file=sys.stderr)
         return 130
+    if not status and not args.quiet:
+        print(summary_line(step, args, time.monotonic() - started), file=sys.stderr)
     return int(status or 0)
+
+
+def summary_line(step: str, args: argparse.Namespace, seconds: float) -> str:
+    """The line a step ends with on success: its name, wall time and where its output went."""
+    minutes, rest = divmod(round(seconds), 60)
+    took = f"{minutes} min {rest} s" if minutes else f"{seconds:.1f} s"
+    out = getattr(args, "out", None)
+    return f"flashrna {step}: done in {took}" + (f"; output in {out}" if out else "")
 
 
 if __name__ == "__main__":

@@ -338,9 +338,10 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def setup_logging(verbose: bool = False) -> None:
+def setup_logging(verbose: bool = False, quiet: bool = False) -> None:
+    """Log to stderr: INFO by default, DEBUG with ``verbose``, WARNING with ``quiet``."""
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 
 import pytest
+from helpers import fixture_path
 
 from flashrna.cli import STEPS, build_step_parser, main
 
@@ -51,3 +53,20 @@ def test_unknown_step_is_refused_with_the_list(capsys):
     assert main(["no-such-step"]) == 2
     err = capsys.readouterr().err
     assert "unknown step 'no-such-step'" in err and "score-variants" in err
+
+
+def test_a_step_ends_with_a_summary_line_unless_quiet(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)  # restored after the test
+    assert main(["model-info", "--preset", "tiny", "--length", "4096"]) == 0
+    captured = capsys.readouterr()
+    assert "parameters" in captured.out
+    assert captured.err.strip().splitlines()[-1].startswith("flashrna model-info: done in ")
+    checkpoint = fixture_path("flashrna-official/official-tiny.ckpt")
+    assert main(["import-model", str(checkpoint), "--out", str(tmp_path / "m")]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("flashrna import-model: done in ")
+    assert last.endswith(f"; output in {tmp_path / 'm'}")
+    assert main(["model-info", "-q", "--preset", "tiny", "--length", "4096"]) == 0
+    captured = capsys.readouterr()
+    assert "parameters" in captured.out and "done in" not in captured.err
+    assert os.environ["TQDM_DISABLE"] == "1"
