@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,45 @@ def test_reconversion_does_nothing(tmp_path):
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     _convert(tfr, out, assays=["RNA"])  # another selection is converted again
     assert len(ShardSet(out).tracks) == 30
+
+
+def test_one_read_writes_both_shard_sets(tmp_path, monkeypatch):
+    """The training shard and a second selection (the paper run's ChIP shards; CAGE here) come
+    from one decompression of the file, equal to converting each on its own; up-to-date
+    outputs are not rewritten and a missing one is rebuilt alone."""
+    import flashrna.data.convert as convert_module
+
+    reads = []
+    original = convert_module.read_examples
+    monkeypatch.setattr(
+        convert_module, "read_examples", lambda path: reads.append(path) or original(path)
+    )
+    tfr = _tiny("tfrecords/valid-1.tfr")
+    main_out, extra_out = tmp_path / "shards" / "valid-1", tmp_path / "cage" / "valid-1"
+    extra = {extra_out: ["CAGE"]}
+    _convert(tfr, main_out, assays=["RNA", "DNASE"], extra_outputs=extra)
+    assert len(reads) == 1
+    alone = {
+        "main": _convert(tfr, tmp_path / "alone-main", assays=["RNA", "DNASE"]),
+        "extra": _convert(tfr, tmp_path / "alone-extra", assays=["CAGE"]),
+    }
+    for got, expected in ((main_out, alone["main"]), (extra_out, alone["extra"])):
+        got, expected = ShardSet(got), ShardSet(expected)
+        assert list(got.tracks.identifier) == list(expected.tracks.identifier)
+        for k in range(len(expected)):
+            np.testing.assert_array_equal(got.targets(k), expected.targets(k))
+            np.testing.assert_array_equal(got.sequence(k), expected.sequence(k))
+    assert set(ShardSet(extra_out).tracks.assay) == {"CAGE"}
+    reads.clear()
+    stamps = {p.name: p.stat().st_mtime_ns for p in main_out.iterdir()}
+    _convert(tfr, main_out, assays=["RNA", "DNASE"], extra_outputs=extra)
+    assert reads == []  # both up to date: the file is not even opened
+    shutil.rmtree(extra_out)
+    _convert(tfr, main_out, assays=["RNA", "DNASE"], extra_outputs=extra)
+    assert len(reads) == 1 and ShardSet(extra_out).tracks.assay[0] == "CAGE"
+    assert {p.name: p.stat().st_mtime_ns for p in main_out.iterdir()} == stamps
+    with pytest.raises(FlashRNAError, match="same directory"):
+        _convert(tfr, main_out, extra_outputs={main_out: ["CAGE"]})
 
 
 def test_record_count_must_match_the_bed(tmp_path):
@@ -473,6 +513,12 @@ def test_convert_command(tmp_path, capsys):
     shard = ShardSet(tmp_path / "valid-2")
     assert len(shard.tracks) == 30 + 10  # RNA and DNASE (no ATAC in the tiny table)
     assert json.loads((tmp_path / "valid-2" / "meta.json").read_text())["seq_length"] == 131_072
+    both = [*args[:-3], str(tmp_path / "b" / "valid-2"), "--records-per-file", "4"]
+    both += ["--extra-out", str(tmp_path / "cage" / "valid-2"), "--extra-assays", "CAGE"]
+    capsys.readouterr()
+    assert main(both) == 0
+    assert "2 shard(s) written, 0 up to date" in capsys.readouterr().out
+    assert len(ShardSet(tmp_path / "cage" / "valid-2").tracks) == 24
     bad = ["convert", str(tmp_path / "notes.txt"), "--bed", "b", "--targets", "t", "--out", "o"]
     assert main(bad) == 1
     assert "expected a file named <label>-<index>.tfr" in capsys.readouterr().err

@@ -328,3 +328,21 @@ def test_demo_runs_end_to_end_then_does_nothing(tmp_path):
     html = (results / "report.html").read_text(errors="replace")
     for name in ("table1.html", "table4.html", "figure1.png", "figure2.png"):
         assert name in html
+
+
+def test_each_human_tfrecord_is_read_once_for_both_shard_sets(tmp_path):
+    """One job per human TFRecord writes its training shard and its ChIP shard (one read of
+    the file); conversions form the group the SLURM profile submits in batches."""
+    manifest = (ROOT / "config" / "demo-manifest.tsv").read_text()
+    human = len(re.findall(r"\tborzoi/hg38/tfrecords/[^\t]+\.tfr\t", manifest))
+    mouse = len(re.findall(r"\tborzoi/mm10/tfrecords/[^\t]+\.tfr\t", manifest))
+    argv = ["-n", "-p", "--cores", "1", "--configfile", "config/demo.yaml"]
+    result = run_snakemake(tmp_path, *argv, "--group-components", "convert=8")
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout)
+    assert (counts["convert_human"], counts["convert"]) == (human, mouse) and human > 0
+    jobs = re.findall(r"^Shell command: flashrna convert .*$", result.stdout, re.MULTILINE)
+    both = [j for j in jobs if "--extra-out results/demo/chip_shards/hg38/" in j]
+    assert len(both) == human and all("--out results/demo/shards/hg38/" in j for j in both)
+    profile = yaml.safe_load((ROOT / "workflow/profiles/slurm/config.yaml").read_text())
+    assert any(g.startswith("convert=") for g in profile["group-components"])

@@ -11,12 +11,13 @@ Borzoi's ``fold3-7.tfr`` holds the rows ``7·16 … 7·16+15`` of the ``sequence
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import logging
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,9 +147,14 @@ def convert_tfrecord(
     genome: Genome | None = None,
     target_dtype: str = "auto",
     force: bool = False,
+    extra_outputs: Mapping[str | os.PathLike, Sequence[str] | None] | None = None,
 ) -> Path:
     """Convert one Borzoi TFRecord file ``<label>-<i>.tfr`` into the shard directory
     ``out_dir``, keeping the tracks of ``assays`` (``None``: all) and ``identifiers``.
+
+    ``extra_outputs`` maps further shard directories to their own assays (e.g. the ChIP-seq
+    tracks for fine-tuning, ``{"chip_shards/fold3-0": ["CHIP"]}``): they are written from the
+    same read, so the file is decompressed once for all of them.
 
     The file's records are the rows ``i·records_per_file …`` of the ``sequences.bed`` rows
     labelled ``<label>``. ``statistics`` (Borzoi's ``statistics.json``) fixes seq_length,
@@ -183,7 +189,10 @@ def convert_tfrecord(
         raise FlashRNAError(f"{sequences_bed}: no rows labelled '{label}' (labels: {known})")
     windows = labelled.iloc[file_index * records_per_file : (file_index + 1) * records_per_file]
     table = TrackTable.read(targets_txt)
-    selected = table.take(table.find(assays, identifiers))
+    selections = [(Path(out_dir), assays, identifiers)]
+    selections += [(Path(d), a, None) for d, a in (extra_outputs or {}).items()]
+    if len({d for d, *_ in selections}) < len(selections):
+        raise FlashRNAError(f"{tfr}: two outputs of one conversion are the same directory")
     stats = _read_statistics(statistics) if statistics is not None else {}
     pool_width = stats.get("pool_width", POOL_WIDTH)
     target_bp = labelled["end"] - labelled["start"]
@@ -201,30 +210,37 @@ def convert_tfrecord(
         channels = len(table)
     else:
         raise FlashRNAError(f"{targets_txt}: a subset table needs --statistics (num_targets)")
-    if selected.source_index.max() >= channels:
-        raise FlashRNAError(
-            f"{targets_txt}: channel {selected.source_index.max()} is beyond the records' "
-            f"{channels} targets"
-        )
     species = species or infer_species(tfr)
     genome_name = Path(genome.path).name if genome is not None else ""
-    source = {
-        "file": str(tfr.resolve()),
-        "size": tfr.stat().st_size,
-        "label": label,
-        "file_index": file_index,
-        "records_per_file": records_per_file,
-        "bed": str(Path(sequences_bed).resolve()),
-        "assays": None if assays is None else list(assays),
-        "identifiers": None if identifiers is None else list(identifiers),
-        "statistics": stats,
-        "target_dtype": target_dtype,
-    }
-    current = shard_is_current(
-        out, source, selected, species=species, genome=genome_name, **_window_fields(windows)
-    )
-    if not force and current:
-        log.info("%s is up to date (from %s)", out, tfr.name)
+    outputs = []  # (directory, selected tracks, source) of each shard still to write
+    for directory, kept_assays, kept_identifiers in selections:
+        selected = table.take(table.find(kept_assays, kept_identifiers))
+        if selected.source_index.max() >= channels:
+            raise FlashRNAError(
+                f"{targets_txt}: channel {selected.source_index.max()} is beyond the records' "
+                f"{channels} targets"
+            )
+        source = {
+            "file": str(tfr.resolve()),
+            "size": tfr.stat().st_size,
+            "label": label,
+            "file_index": file_index,
+            "records_per_file": records_per_file,
+            "bed": str(Path(sequences_bed).resolve()),
+            "assays": None if kept_assays is None else list(kept_assays),
+            "identifiers": None if kept_identifiers is None else list(kept_identifiers),
+            "statistics": stats,
+            "target_dtype": target_dtype,
+        }
+        fields = _window_fields(windows)
+        if not force and shard_is_current(
+            directory, source, selected, species=species, genome=genome_name, **fields
+        ):
+            log.info("%s is up to date (from %s)", directory, tfr.name)
+        else:
+            outputs.append((directory, selected, source))
+    out = Path(out_dir)
+    if not outputs:
         return out
 
     examples = read_examples(tfr)
@@ -242,19 +258,29 @@ def convert_tfrecord(
         )
     seq_length = int(seq_length or target_length * pool_width)
     flank = (seq_length - target_length * pool_width) // 2
-    identity = np.array_equal(selected.source_index, np.arange(channels))
+    identity = np.arange(channels)
+    kept_channels = [  # None: every channel, in order
+        None if np.array_equal(selected.source_index, identity) else selected.source_index
+        for _, selected, _ in outputs
+    ]
     encodings: set[str] = set()
-    with open_shard(
-        out,
-        num_examples=len(windows),
-        seq_length=seq_length,
-        target_length=target_length,
-        tracks=selected,
-        species=species,
-        genome=genome_name,
-        pool_width=pool_width,
-        source=source,
-    ) as writer:
+    with contextlib.ExitStack() as stack:
+        writers = [
+            stack.enter_context(
+                open_shard(
+                    directory,
+                    num_examples=len(windows),
+                    seq_length=seq_length,
+                    target_length=target_length,
+                    tracks=selected,
+                    species=species,
+                    genome=genome_name,
+                    pool_width=pool_width,
+                    source=source,
+                )
+            )
+            for directory, selected, source in outputs
+        ]
         records = itertools.chain([first], examples) if first is not None else iter(())
         progress = tqdm(records, total=len(windows), desc=tfr.name, unit="rec", disable=None)
         for k, example in enumerate(progress):
@@ -276,20 +302,24 @@ def convert_tfrecord(
                 float32_size = len(example["target"]) == 4 * target_length * channels
                 dtype = "float32" if encoding == "one-hot" and float32_size else "float16"
             values = _decode_target_bytes(example["target"], target_length, channels, dtype, where)
-            if not identity:
-                values = np.take(values, selected.source_index, axis=1)
-            _check_finite(values, selected, where)
             window = windows.iloc[k]
             if genome is not None:
                 _verify_sequence(genome, sequence, window.chrom, window.start - flank, where)
-            writer.add(
-                sequence, _readonly_tensor(values), window.chrom, window.start, window.end, label
-            )
-        if len(writer.windows) < len(windows):
-            raise FlashRNAError(
-                f"{tfr}: {len(writer.windows)} records, but the bed has {len(windows)} rows for it"
-            )
-        writer.meta["sequence_encoding"] = sorted(encodings)
+            for writer, (_, selected, _), channels_kept in zip(
+                writers, outputs, kept_channels, strict=True
+            ):
+                kept = values if channels_kept is None else np.take(values, channels_kept, axis=1)
+                _check_finite(kept, selected, where)
+                writer.add(
+                    sequence, _readonly_tensor(kept), window.chrom, window.start, window.end, label
+                )
+        for writer in writers:
+            if len(writer.windows) < len(windows):
+                raise FlashRNAError(
+                    f"{tfr}: {len(writer.windows)} records, but the bed has {len(windows)} rows "
+                    "for it"
+                )
+            writer.meta["sequence_encoding"] = sorted(encodings)
     if "one-hot" in encodings:
         log.warning("%s: legacy one-hot sequences were decoded to base indices", tfr)
     return out
@@ -552,6 +582,15 @@ def register_convert(parser: argparse.ArgumentParser) -> None:
         help="dtype of the records' targets: auto = float16 (Borzoi) in files of base-index "
         "sequences, float16 or float32 by size in legacy files of one-hot sequences",
     )
+    parser.add_argument(
+        "--extra-out",
+        type=Path,
+        help="a second shard directory written from the same read (the file is decompressed "
+        "once), with the tracks of --extra-assays, e.g. the ChIP-seq tracks for fine-tuning",
+    )
+    parser.add_argument(
+        "--extra-assays", nargs="+", default=["CHIP"], help="assays of --extra-out, or 'all'"
+    )
     parser.add_argument("--force", action="store_true", help="convert even if up to date")
     parser.set_defaults(run=_run_convert)
 
@@ -572,8 +611,9 @@ def _run_convert(args: argparse.Namespace) -> None:
     identifiers = None
     if args.identifiers_from is not None:
         identifiers = list(TrackTable.read(args.identifiers_from).identifier)
-    before = _directory_ids([args.out])
-    out = convert_tfrecord(
+    outputs = [args.out, *([args.extra_out] if args.extra_out else [])]
+    before = _directory_ids(outputs)
+    convert_tfrecord(
         args.tfrecord,
         args.bed,
         args.targets,
@@ -586,8 +626,12 @@ def _run_convert(args: argparse.Namespace) -> None:
         genome=Genome(args.verify_genome) if args.verify_genome else None,
         target_dtype=args.target_dtype,
         force=args.force,
+        extra_outputs={args.extra_out: _assays_argument(args.extra_assays)}
+        if args.extra_out
+        else None,
     )
-    print(f"convert {args.tfrecord.name}: {shards_summary([out], _unchanged(before, [out]))}")
+    summary = shards_summary(outputs, _unchanged(before, outputs))
+    print(f"convert {args.tfrecord.name}: {summary}")
 
 
 def register_make_dataset(parser: argparse.ArgumentParser) -> None:
