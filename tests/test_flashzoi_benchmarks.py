@@ -5,6 +5,7 @@ independent computation, and the Flashzoi figure and table from result files."""
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pandas as pd
@@ -14,12 +15,19 @@ from helpers import fixture_path, save_tiny_model
 from flashrna.cli import main
 from flashrna.evaluate.crispri import crispri_metrics, read_crispr_pairs, score_pairs
 from flashrna.evaluate.flowfish import Liftover, parse_columns, place_edits, read_flowfish, to_log2
-from flashrna.evaluate.prioritisation import find_vcf_pairs, l2fc_norms, read_labelled_variants
+from flashrna.evaluate.prioritisation import (
+    eqtl_prioritisation,
+    find_vcf_pairs,
+    gtex_tissue_tracks,
+    l2fc_norms,
+    read_labelled_variants,
+)
 from flashrna.evaluate.stats import auroc, average_precision, bootstrap, pearson
 from flashrna.genome import Genome, encode_sequence
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
+from flashrna.zoo import load_track_model
 
 # --------------------------------------------------------------------------------------------
 # Statistics
@@ -366,6 +374,82 @@ def test_prioritisation_reader_and_score_against_a_direct_computation(vcf_pairs,
     (vcf_pairs / "Liver_pos.vcf").write_text("")
     with pytest.raises(FlashRNAError, match=r"Liver_neg\.vcf: not found"):
         find_vcf_pairs(vcf_pairs, None)
+
+
+def test_eqtl_prioritisation_function_equals_the_cli_and_its_auroc_the_scores(vcf_pairs, tmp_path):
+    genome = fixture_path("genome/hg38_1m.fa.gz")
+    model_dir = save_tiny_model(tmp_path / "model", genome_tracks())
+    common = ["--fasta", str(genome), "--model", str(model_dir), "--length", "1024"]
+    common += ["--crop-bins", "4", "--batch-size", "3", "--min-variants", "2", "--bootstrap", "50"]
+    argv = ["eqtl-prioritisation", "--vcfs", str(vcf_pairs / "Whole_Blood_pos.vcf"), *common]
+    assert main([*argv, "--out", str(tmp_path / "cli"), "--device", "cpu"]) == 0
+    summary = eqtl_prioritisation(
+        vcf_pairs,
+        [model_dir],
+        genome,
+        tmp_path / "lib",
+        length=1024,
+        crop_bins=4,
+        batch_size=3,
+        min_variants=2,
+        bootstrap=50,
+        device="cpu",
+    )
+    for name in ("tissues.csv", "variants.csv", "skipped.tsv"):
+        assert (tmp_path / "lib" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    # Whole_Blood -> RNA:blood (the tissue map) -> its GTEX tracks 0 and 1, not the DNase one.
+    _, variants = read_labelled_variants(find_vcf_pairs(vcf_pairs, None))
+    model = load_track_model([model_dir], head="human", device="cpu")
+    norms, _ = l2fc_norms(
+        model, Genome(genome), variants, np.array([0, 1]), length=1024, crop_bins=4
+    )
+    scored = pd.read_csv(tmp_path / "lib" / "variants.csv").dropna(subset=["score"])
+    expected = [norms[v].mean() for v in scored["variant"]]
+    assert np.allclose(scored["score"], expected, rtol=1e-4)
+    tissue = pd.read_csv(tmp_path / "lib" / "tissues.csv").iloc[0]
+    assert (tissue["tracks"], tissue["scored_positives"], tissue["scored_negatives"]) == (2, 8, 2)
+    assert tissue["auroc"] == pytest.approx(auroc(scored["label"], expected), abs=1e-6)
+    assert summary["auroc_mean"] == pytest.approx(tissue["auroc"])
+    assert summary["tissue_tracks"].endswith("gtex_tissues.tsv")
+
+
+def test_eqtl_prioritisation_reads_the_models_own_gtex_tissue_column(vcf_pairs, tmp_path):
+    # Under the tissue map Whole_Blood would take both RNA:blood GTEX tracks; the table's own
+    # column gives it track 0 only (track 1 is another tissue of the same description).
+    tissues = np.array(["Whole_Blood", "Cells_EBV-transformed_lymphocytes", ""])
+    tracks = TrackTable(genome_tracks().frame.assign(gtex_tissue=tissues), "test")
+    rows, described, rule = gtex_tissue_tracks(
+        ["Whole_Blood", "Liver"], tracks.identifier, tracks.frame["description"].to_numpy(),
+        tracks.gtex_tissue, tissue_map=tmp_path / "absent.tsv",
+    )  # fmt: skip
+    assert rows["Whole_Blood"].tolist() == [0] and rows["Liver"].tolist() == []
+    assert described["Whole_Blood"] == "RNA:blood" and rule == "the model's gtex_tissue column"
+    rows, _, _ = gtex_tissue_tracks(
+        ["Whole_Blood"], tracks.identifier, tracks.frame["description"].to_numpy(), None
+    )
+    assert rows["Whole_Blood"].tolist() == [0, 1]
+    genome = fixture_path("genome/hg38_1m.fa.gz")
+    model_dir = save_tiny_model(tmp_path / "model", tracks)
+    summary = eqtl_prioritisation(
+        {"Whole_Blood": vcf_pairs / "Whole_Blood_pos.vcf"},
+        [model_dir],
+        genome,
+        tmp_path / "out",
+        tissue_map=tmp_path / "absent.tsv",  # not needed: never read
+        length=1024,
+        crop_bins=4,
+        min_variants=2,
+        bootstrap=20,
+        device="cpu",
+    )
+    assert summary["tissue_tracks"] == "the model's gtex_tissue column"
+    assert pd.read_csv(tmp_path / "out" / "tissues.csv")["tracks"].tolist() == [1]
+    _, variants = read_labelled_variants(find_vcf_pairs(vcf_pairs, None))
+    model = load_track_model([model_dir], head="human", device="cpu")
+    norms, _ = l2fc_norms(model, Genome(genome), variants, np.array([0]), length=1024, crop_bins=4)
+    scored = pd.read_csv(tmp_path / "out" / "variants.csv").dropna(subset=["score"])
+    assert np.allclose(scored["score"], [norms[v][0] for v in scored["variant"]], rtol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------
