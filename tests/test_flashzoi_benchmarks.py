@@ -12,8 +12,15 @@ import pandas as pd
 import pytest
 from helpers import fixture_path, save_tiny_model
 
+from flashrna.annotation import Annotation
+from flashrna.attribute import Readout, find_gene, gene_target, gradient_scores, input_gradients
 from flashrna.cli import main
-from flashrna.evaluate.crispri import crispri_metrics, read_crispr_pairs, score_pairs
+from flashrna.evaluate.crispri import (
+    crispri_benchmark,
+    crispri_metrics,
+    read_crispr_pairs,
+    score_pairs,
+)
 from flashrna.evaluate.flowfish import Liftover, parse_columns, place_edits, read_flowfish, to_log2
 from flashrna.evaluate.prioritisation import (
     eqtl_prioritisation,
@@ -278,6 +285,80 @@ def test_crispr_score_is_the_normalised_window_sum_of_absolute_scores():
     assert out[0] == pytest.approx(55 / mean)  # the window 285-325 holds every nonzero base
     assert np.isnan(out[1]) and np.isnan(out[2])  # within 64 bp of the input's ends
     assert score_pairs(pairs[:1], scores, 10_000, 40, normalise=False)[0] == 55
+
+
+GENES_GTF = """\
+chr1\tt\texon\t14000\t14500\t.\t+\t.\tgene_id "ENSG1.4"; transcript_id "T1"; gene_name "GENEA";
+chr1\tt\texon\t54000\t54300\t.\t-\t.\tgene_id "ENSG2.1"; transcript_id "T2"; gene_name "GENEB";
+"""
+
+
+def rna_tracks() -> TrackTable:
+    frame = genome_tracks().frame.assign(identifier=["RNA-A.1", "RNA-B.1", "RNA-C.1"])
+    return TrackTable(frame.assign(description=["RNA:K562", "RNA:K562", "RNA:HepG2"]), "test")
+
+
+def test_crispri_benchmark_function_equals_the_cli_and_its_scores_the_gradients(tmp_path):
+    # Elements around GENEA's TSS (0-based 13999) and GENEB's (54299) in the public layout; one
+    # too far from its TSS for the 2,048-bp input, one of a gene the GTF lacks.
+    elements = [  # gene, tss, element start, regulated
+        ("GENEA", 13999, 13600, "TRUE"), ("GENEA", 13999, 14150, "FALSE"),
+        ("GENEA", 13999, 14400, "TRUE"), ("GENEA", 13999, 13300, "FALSE"),
+        ("GENEB", 54299, 54000, "FALSE"), ("GENEB", 54299, 54500, "TRUE"),
+        ("GENEB", 54299, 54700, "FALSE"), ("GENEB", 54299, 58000, "FALSE"),
+        ("NOPE", 30000, 30100, "TRUE"),
+    ]  # fmt: skip
+    template = dict(zip(CRISPR_HEADER, CRISPR_ROWS[1], strict=True))
+    lines = ["\t".join(CRISPR_HEADER)]
+    for gene, tss, start, regulated in elements:
+        row = template | {"chromStart": str(start), "chromEnd": str(start + 100)}
+        row |= {"measuredGeneSymbol": gene, "startTSS": str(tss), "Regulated": regulated}
+        lines.append("\t".join(row[c] for c in CRISPR_HEADER))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(lines) + "\n")
+    (tmp_path / "genes.gtf").write_text(GENES_GTF)
+    genome = fixture_path("genome/hg38_1m.fa.gz")
+    model_dir = save_tiny_model(tmp_path / "model", rna_tracks())
+    argv = ["crispri-benchmark", "--pairs", str(pairs), "--fasta", str(genome)]
+    argv += ["--gtf", str(tmp_path / "genes.gtf"), "--model", str(model_dir), "--device", "cpu"]
+    argv += ["--length", "2048", "--crop-bins", "2", "--window", "200", "--description", "K562"]
+    argv += ["--distance-bins", "0", "250", "1000", "--bootstrap", "30"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    summary = crispri_benchmark(
+        pairs,
+        [model_dir],
+        genome,
+        tmp_path / "genes.gtf",
+        tmp_path / "lib",
+        description="K562",
+        crop_bins=2,
+        length=2048,
+        window=200,
+        distance_bins=[0, 250, 1000],
+        bootstrap=30,
+        device="cpu",
+    )
+    for name in ("pairs.csv", "metrics.csv"):
+        assert (tmp_path / "lib" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["tracks"] == ["RNA-A.1", "RNA-B.1"]
+    out = pd.read_csv(tmp_path / "lib" / "pairs.csv")
+    assert out["outcome"].tolist() == ["scored"] * 7 + ["outside_window", "gene_not_scored"]
+    # Directly: GENEA's input x gradient over its window, |score| summed around each element.
+    model = load_track_model([model_dir], head="human", device="cpu")
+    readout = Readout(model.tracks, [0, 1], crop_bins=2)
+    target = gene_target(find_gene(Annotation.read_gtf(tmp_path / "genes.gtf"), "GENEA"))
+    sequence = Genome(genome).fetch("chr1", 13999 - 1024, 13999 + 1024)[None]
+    gradients, _ = input_gradients(model.module, sequence, [target], readout, device="cpu")
+    magnitude = np.abs(gradient_scores(gradients, sequence)[0].astype(np.float64))
+    for k in range(4):
+        lo = elements[k][2] + 50 - 100 - (13999 - 1024)
+        expected = magnitude[lo : lo + 200].sum() / magnitude.mean()
+        assert out["score"][k] == pytest.approx(expected, rel=1e-4)
+    scored = out[out["outcome"] == "scored"]
+    assert summary["auprc"] == pytest.approx(
+        average_precision(scored["regulated"], scored["score"]), abs=1e-6
+    )
 
 
 def test_crispr_metrics_by_distance_bin():
