@@ -13,7 +13,14 @@ import pytest
 from helpers import fixture_path, save_tiny_model
 
 from flashrna.annotation import Annotation
-from flashrna.attribute import Readout, find_gene, gene_target, gradient_scores, input_gradients
+from flashrna.attribute import (
+    Readout,
+    find_gene,
+    gene_target,
+    gradient_scores,
+    input_gradients,
+    predicted_values,
+)
 from flashrna.cli import main
 from flashrna.evaluate.crispri import (
     crispri_benchmark,
@@ -21,7 +28,14 @@ from flashrna.evaluate.crispri import (
     read_crispr_pairs,
     score_pairs,
 )
-from flashrna.evaluate.flowfish import Liftover, parse_columns, place_edits, read_flowfish, to_log2
+from flashrna.evaluate.flowfish import (
+    Liftover,
+    flowfish_benchmark,
+    parse_columns,
+    place_edits,
+    read_flowfish,
+    to_log2,
+)
 from flashrna.evaluate.prioritisation import (
     eqtl_prioritisation,
     find_vcf_pairs,
@@ -30,7 +44,7 @@ from flashrna.evaluate.prioritisation import (
     read_labelled_variants,
 )
 from flashrna.evaluate.stats import auroc, average_precision, bootstrap, pearson
-from flashrna.genome import Genome, encode_sequence
+from flashrna.genome import Genome, decode_sequence, encode_sequence
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
@@ -569,6 +583,71 @@ def test_flowfish_reader_parses_pipeline_variant_ids(tmp_path):
         read_flowfish(tmp_path / "absent.tsv", columns, "percent")
     assert np.allclose(to_log2([100, -50], "percent"), [1, -1])
     assert np.allclose(to_log2([1.0], "fraction"), [1])
+
+
+def test_flowfish_benchmark_function_equals_the_cli_and_its_effects_the_values(tmp_path):
+    genome_path = fixture_path("genome/hg38_1m.fa.gz")
+    genome = Genome(genome_path)
+    # Substitutions around GENEA's TSS (0-based 13999) with the genome's REF, an indel and one
+    # outside the 2,048-bp input; hg38 coordinates, so no chain.
+    rows = ["Guide\tEffect\tCell"]
+    offsets = [-700, -300, -40, 0, 25, 350, 800]
+    for k, offset in enumerate(offsets):
+        ref = decode_sequence(genome.fetch("chr1", 13999 + offset, 13999 + offset + 1))
+        alt = "ACGT"[("ACGT".index(ref) + 1 + k % 3) % 4]
+        cell = "Jurkat" if k % 2 else "THP1"
+        rows.append(f"GENEA_enhancer-chr1:{13999 + offset + 1}:{ref}>{alt}\t{-10 * k + 3}\t{cell}")
+    rows.append("GENEA_promoter-chr1:14010:AC>A\t-5\tJurkat")
+    far = decode_sequence(genome.fetch("chr1", 19999, 20000))
+    rows.append(f"GENEA_enhancer-chr1:20000:{far}>{'C' if far == 'A' else 'A'}\t-5\tJurkat")
+    table = tmp_path / "flowfish.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    (tmp_path / "genes.gtf").write_text(GENES_GTF)
+    model_dir = save_tiny_model(tmp_path / "model", rna_tracks())
+    argv = ["flowfish-benchmark", "--table", str(table), "--build", "hg38", "--gene", "GENEA"]
+    argv += ["--columns", "variant=Guide", "effect=Effect", "cell_type=Cell"]
+    argv += ["--fasta", str(genome_path), "--gtf", str(tmp_path / "genes.gtf")]
+    argv += ["--model", str(model_dir), "--device", "cpu", "--length", "2048", "--crop-bins", "2"]
+    argv += ["--assays", "RNA", "--batch-size", "3", "--bootstrap", "30"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    summary = flowfish_benchmark(
+        table,
+        [model_dir],
+        genome_path,
+        tmp_path / "genes.gtf",
+        tmp_path / "lib",
+        columns={"variant": "Guide", "effect": "Effect", "cell_type": "Cell"},
+        build="hg38",
+        gene="GENEA",
+        crop_bins=2,
+        length=2048,
+        batch_size=3,
+        bootstrap=30,
+        device="cpu",
+    )
+    for name in ("edits.csv", "metrics.csv"):
+        assert (tmp_path / "lib" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    edits = pd.read_csv(tmp_path / "lib" / "edits.csv")
+    assert edits["outcome"].tolist() == ["ok"] * 7 + ["indel", "outside_window"]
+    assert np.allclose(edits["measured"][:7], np.log2(1 + (-10 * np.arange(7) + 3) / 100))
+    # Directly: the log value of each edited input minus the reference's, in log2 units.
+    model = load_track_model([model_dir], head="human", device="cpu")
+    readout = Readout(model.tracks, [0, 1, 2], crop_bins=2)
+    target = gene_target(find_gene(Annotation.read_gtf(tmp_path / "genes.gtf"), "GENEA"))
+    reference = genome.fetch("chr1", 13999 - 1024, 13999 + 1024)
+    inputs = [reference]
+    for row in edits[:7].itertuples():
+        edited = reference.copy()
+        edited[row.hg38_start - (13999 - 1024)] = encode_sequence(row.alt)[0]
+        inputs.append(edited)
+    values = predicted_values(model.module, np.stack(inputs), [target] * 8, readout, device="cpu")
+    expected = (values[1:] - values[0]) / np.log(2)
+    assert np.allclose(edits["predicted"][:7], expected, rtol=1e-4, atol=1e-7)
+    jurkat = edits[:7][edits["cell_type"][:7] == "Jurkat"]
+    assert summary["pearson"]["Jurkat:all"]["pearson"] == pytest.approx(
+        pearson(jurkat["predicted"], jurkat["measured"]), abs=1e-5
+    )
 
 
 def test_liftover_through_a_chain_with_gaps_and_a_reverse_strand(tmp_path):
