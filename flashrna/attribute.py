@@ -459,21 +459,17 @@ def load_readout(
     return model, readout
 
 
+def readout_options(args: argparse.Namespace) -> dict:
+    """The :func:`load_readout` keywords (but ``device``) of the :func:`add_value_arguments`
+    options."""
+    names = ["head", "targets", "tracks", "assays", "description"]
+    names += ["units", "transform", "pseudo", "crop_bins"]
+    return {name: getattr(args, name) for name in names}
+
+
 def load_model_and_readout(args: argparse.Namespace) -> tuple[TrackModel, Readout]:
     """:func:`load_readout` of the :func:`add_value_arguments` options."""
-    return load_readout(
-        args.model or [],
-        head=args.head,
-        targets=args.targets,
-        tracks=args.tracks,
-        assays=args.assays,
-        description=args.description,
-        units=args.units,
-        transform=args.transform,
-        pseudo=args.pseudo,
-        crop_bins=args.crop_bins,
-        device=args.device,
-    )
+    return load_readout(args.model or [], **readout_options(args), device=args.device)
 
 
 def add_value_arguments(parser: argparse.ArgumentParser, length: int = 524_288) -> None:

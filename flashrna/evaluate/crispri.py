@@ -49,6 +49,7 @@ from flashrna.attribute import (
     gradient_scores,
     input_gradients,
     load_readout,
+    readout_options,
 )
 from flashrna.evaluate.stats import auroc, average_precision, bootstrap
 from flashrna.genome import Genome
@@ -318,15 +319,7 @@ def _run_crispri_benchmark(args: argparse.Namespace) -> None:
         args.fasta,
         args.gtf,
         args.out,
-        head=args.head,
-        targets=args.targets,
-        tracks=args.tracks,
-        assays=args.assays,
-        description=args.description,
-        units=args.units,
-        transform=args.transform,
-        pseudo=args.pseudo,
-        crop_bins=args.crop_bins,
+        **readout_options(args),
         length=args.length,
         window=args.window,
         distance_bins=args.distance_bins,

@@ -53,6 +53,7 @@ from flashrna.attribute import (
     gene_target,
     load_readout,
     predicted_values,
+    readout_options,
 )
 from flashrna.evaluate.stats import bootstrap, pearson
 from flashrna.genome import Genome, decode_sequence, encode_sequence
@@ -447,15 +448,7 @@ def _run_flowfish_benchmark(args: argparse.Namespace) -> None:
         build=args.build,
         chain=args.chain,
         gene=args.gene,
-        head=args.head,
-        targets=args.targets,
-        tracks=args.tracks,
-        assays=args.assays,
-        description=args.description,
-        units=args.units,
-        transform=args.transform,
-        pseudo=args.pseudo,
-        crop_bins=args.crop_bins,
+        **readout_options(args),
         length=args.length,
         batch_size=args.batch_size,
         bootstrap=args.bootstrap,
