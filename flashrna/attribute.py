@@ -59,7 +59,8 @@ from flashrna.variants import read_identifiers, track_strands, trim_version
 from flashrna.zoo import (
     TrackModel,
     add_model_arguments,
-    track_model_from_args,
+    load_track_model,
+    load_track_table,
     track_table_from_args,
 )
 
@@ -387,34 +388,88 @@ def add_track_arguments(parser: argparse.ArgumentParser, assays: Sequence[str] =
     )
 
 
-def selected_identifiers(args: argparse.Namespace) -> list[str]:
-    """Identifiers of the tracks of ``--tracks``/``--assays``/``--description``."""
-    table = track_table_from_args(args)
-    rows = table.find(args.assays, read_identifiers(args.tracks))
-    if args.description:
+def select_tracks(
+    table: TrackTable,
+    *,
+    tracks: Sequence[str] | None = None,
+    assays: Sequence[str] | None = ("RNA",),
+    description: str | None = None,
+) -> list[str]:
+    """Identifiers of the rows of ``table`` of ``assays`` (None: any), among ``tracks``
+    (identifiers, or paths of track tables whose identifiers are meant; None: all) and whose
+    description contains ``description`` (case-insensitive; None: any)."""
+    rows = table.find(assays, read_identifiers(tracks))
+    if description:
         text = table.frame["description"].to_numpy()[rows].astype(str)
-        rows = rows[np.char.find(np.char.lower(text), args.description.lower()) >= 0]
+        rows = rows[np.char.find(np.char.lower(text), description.lower()) >= 0]
         if len(rows) == 0:
             raise FlashRNAError(
-                f"{table.source}: no selected track's description contains '{args.description}'"
+                f"{table.source}: no selected track's description contains '{description}'"
             )
     return list(table.identifier[rows])
 
 
-def load_model_and_readout(args: argparse.Namespace) -> tuple[TrackModel, Readout]:
-    """The model of the options and the readout of its selected tracks."""
-    identifiers = selected_identifiers(args)
-    model = track_model_from_args(args, identifiers)
+def selected_identifiers(args: argparse.Namespace) -> list[str]:
+    """:func:`select_tracks` of the ``--tracks``/``--assays``/``--description`` options."""
+    return select_tracks(
+        track_table_from_args(args),
+        tracks=args.tracks,
+        assays=args.assays,
+        description=args.description,
+    )
+
+
+def load_readout(
+    models: Sequence[str | Path],
+    *,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    tracks: Sequence[str] | None = None,
+    assays: Sequence[str] | None = ("RNA",),
+    description: str | None = None,
+    units: str = "counts",
+    transform: str = "log",
+    pseudo: float = 1e-6,
+    crop_bins: int = 5120,
+    device: str | torch.device | None = "auto",
+) -> tuple[TrackModel, Readout]:
+    """A model (an ensemble when several ``models`` are given; ``head`` and its track table
+    ``targets`` as :func:`~flashrna.zoo.load_track_model` takes them) and the :class:`Readout`
+    of its tracks chosen by :func:`select_tracks` (``tracks``, ``assays``, ``description``), in
+    ``units``, with ``transform`` (``log``: log(sum + ``pseudo``)), never counting the
+    ``crop_bins`` output bins at either end."""
+    identifiers = select_tracks(
+        load_track_table(models, head=head, targets=targets),
+        tracks=tracks,
+        assays=assays,
+        description=description,
+    )
+    model = load_track_model(
+        models, head=head, targets=targets, identifiers=identifiers, device=device
+    )
     readout = Readout(
         model.tracks,
         model.columns(identifiers),
-        units=args.units,
-        transform=args.transform,
-        pseudo=args.pseudo,
-        crop_bins=args.crop_bins,
+        units=units,
+        transform=transform,
+        pseudo=pseudo,
+        crop_bins=crop_bins,
     )
     log.info("attributed value: %d tracks of %s", len(identifiers), model.name)
     return model, readout
+
+
+def readout_options(args: argparse.Namespace) -> dict:
+    """The :func:`load_readout` keywords (but ``device``) of the :func:`add_value_arguments`
+    options."""
+    names = ["head", "targets", "tracks", "assays", "description"]
+    names += ["units", "transform", "pseudo", "crop_bins"]
+    return {name: getattr(args, name) for name in names}
+
+
+def load_model_and_readout(args: argparse.Namespace) -> tuple[TrackModel, Readout]:
+    """:func:`load_readout` of the :func:`add_value_arguments` options."""
+    return load_readout(args.model or [], **readout_options(args), device=args.device)
 
 
 def add_value_arguments(parser: argparse.ArgumentParser, length: int = 524_288) -> None:

@@ -5,21 +5,50 @@ independent computation, and the Flashzoi figure and table from result files."""
 from __future__ import annotations
 
 import gzip
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 from helpers import fixture_path, save_tiny_model
 
+from flashrna.annotation import Annotation
+from flashrna.attribute import (
+    Readout,
+    find_gene,
+    gene_target,
+    gradient_scores,
+    input_gradients,
+    predicted_values,
+)
 from flashrna.cli import main
-from flashrna.evaluate.crispri import crispri_metrics, read_crispr_pairs, score_pairs
-from flashrna.evaluate.flowfish import Liftover, parse_columns, place_edits, read_flowfish, to_log2
-from flashrna.evaluate.prioritisation import find_vcf_pairs, l2fc_norms, read_labelled_variants
+from flashrna.evaluate.crispri import (
+    crispri_benchmark,
+    crispri_metrics,
+    read_crispr_pairs,
+    score_pairs,
+)
+from flashrna.evaluate.flowfish import (
+    Liftover,
+    flowfish_benchmark,
+    parse_columns,
+    place_edits,
+    read_flowfish,
+    to_log2,
+)
+from flashrna.evaluate.prioritisation import (
+    eqtl_prioritisation,
+    find_vcf_pairs,
+    gtex_tissue_tracks,
+    l2fc_norms,
+    read_labelled_variants,
+)
 from flashrna.evaluate.stats import auroc, average_precision, bootstrap, pearson
-from flashrna.genome import Genome, encode_sequence
+from flashrna.genome import Genome, decode_sequence, encode_sequence
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
+from flashrna.zoo import load_track_model
 
 # --------------------------------------------------------------------------------------------
 # Statistics
@@ -272,6 +301,80 @@ def test_crispr_score_is_the_normalised_window_sum_of_absolute_scores():
     assert score_pairs(pairs[:1], scores, 10_000, 40, normalise=False)[0] == 55
 
 
+GENES_GTF = """\
+chr1\tt\texon\t14000\t14500\t.\t+\t.\tgene_id "ENSG1.4"; transcript_id "T1"; gene_name "GENEA";
+chr1\tt\texon\t54000\t54300\t.\t-\t.\tgene_id "ENSG2.1"; transcript_id "T2"; gene_name "GENEB";
+"""
+
+
+def rna_tracks() -> TrackTable:
+    frame = genome_tracks().frame.assign(identifier=["RNA-A.1", "RNA-B.1", "RNA-C.1"])
+    return TrackTable(frame.assign(description=["RNA:K562", "RNA:K562", "RNA:HepG2"]), "test")
+
+
+def test_crispri_benchmark_function_equals_the_cli_and_its_scores_the_gradients(tmp_path):
+    # Elements around GENEA's TSS (0-based 13999) and GENEB's (54299) in the public layout; one
+    # too far from its TSS for the 2,048-bp input, one of a gene the GTF lacks.
+    elements = [  # gene, tss, element start, regulated
+        ("GENEA", 13999, 13600, "TRUE"), ("GENEA", 13999, 14150, "FALSE"),
+        ("GENEA", 13999, 14400, "TRUE"), ("GENEA", 13999, 13300, "FALSE"),
+        ("GENEB", 54299, 54000, "FALSE"), ("GENEB", 54299, 54500, "TRUE"),
+        ("GENEB", 54299, 54700, "FALSE"), ("GENEB", 54299, 58000, "FALSE"),
+        ("NOPE", 30000, 30100, "TRUE"),
+    ]  # fmt: skip
+    template = dict(zip(CRISPR_HEADER, CRISPR_ROWS[1], strict=True))
+    lines = ["\t".join(CRISPR_HEADER)]
+    for gene, tss, start, regulated in elements:
+        row = template | {"chromStart": str(start), "chromEnd": str(start + 100)}
+        row |= {"measuredGeneSymbol": gene, "startTSS": str(tss), "Regulated": regulated}
+        lines.append("\t".join(row[c] for c in CRISPR_HEADER))
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("\n".join(lines) + "\n")
+    (tmp_path / "genes.gtf").write_text(GENES_GTF)
+    genome = fixture_path("genome/hg38_1m.fa.gz")
+    model_dir = save_tiny_model(tmp_path / "model", rna_tracks())
+    argv = ["crispri-benchmark", "--pairs", str(pairs), "--fasta", str(genome)]
+    argv += ["--gtf", str(tmp_path / "genes.gtf"), "--model", str(model_dir), "--device", "cpu"]
+    argv += ["--length", "2048", "--crop-bins", "2", "--window", "200", "--description", "K562"]
+    argv += ["--distance-bins", "0", "250", "1000", "--bootstrap", "30"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    summary = crispri_benchmark(
+        pairs,
+        [model_dir],
+        genome,
+        tmp_path / "genes.gtf",
+        tmp_path / "lib",
+        description="K562",
+        crop_bins=2,
+        length=2048,
+        window=200,
+        distance_bins=[0, 250, 1000],
+        bootstrap=30,
+        device="cpu",
+    )
+    for name in ("pairs.csv", "metrics.csv"):
+        assert (tmp_path / "lib" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["tracks"] == ["RNA-A.1", "RNA-B.1"]
+    out = pd.read_csv(tmp_path / "lib" / "pairs.csv")
+    assert out["outcome"].tolist() == ["scored"] * 7 + ["outside_window", "gene_not_scored"]
+    # Directly: GENEA's input x gradient over its window, |score| summed around each element.
+    model = load_track_model([model_dir], head="human", device="cpu")
+    readout = Readout(model.tracks, [0, 1], crop_bins=2)
+    target = gene_target(find_gene(Annotation.read_gtf(tmp_path / "genes.gtf"), "GENEA"))
+    sequence = Genome(genome).fetch("chr1", 13999 - 1024, 13999 + 1024)[None]
+    gradients, _ = input_gradients(model.module, sequence, [target], readout, device="cpu")
+    magnitude = np.abs(gradient_scores(gradients, sequence)[0].astype(np.float64))
+    for k in range(4):
+        lo = elements[k][2] + 50 - 100 - (13999 - 1024)
+        expected = magnitude[lo : lo + 200].sum() / magnitude.mean()
+        assert out["score"][k] == pytest.approx(expected, rel=1e-4)
+    scored = out[out["outcome"] == "scored"]
+    assert summary["auprc"] == pytest.approx(
+        average_precision(scored["regulated"], scored["score"]), abs=1e-6
+    )
+
+
 def test_crispr_metrics_by_distance_bin():
     rng = np.random.default_rng(0)
     pairs = pd.DataFrame(
@@ -368,6 +471,82 @@ def test_prioritisation_reader_and_score_against_a_direct_computation(vcf_pairs,
         find_vcf_pairs(vcf_pairs, None)
 
 
+def test_eqtl_prioritisation_function_equals_the_cli_and_its_auroc_the_scores(vcf_pairs, tmp_path):
+    genome = fixture_path("genome/hg38_1m.fa.gz")
+    model_dir = save_tiny_model(tmp_path / "model", genome_tracks())
+    common = ["--fasta", str(genome), "--model", str(model_dir), "--length", "1024"]
+    common += ["--crop-bins", "4", "--batch-size", "3", "--min-variants", "2", "--bootstrap", "50"]
+    argv = ["eqtl-prioritisation", "--vcfs", str(vcf_pairs / "Whole_Blood_pos.vcf"), *common]
+    assert main([*argv, "--out", str(tmp_path / "cli"), "--device", "cpu"]) == 0
+    summary = eqtl_prioritisation(
+        vcf_pairs,
+        [model_dir],
+        genome,
+        tmp_path / "lib",
+        length=1024,
+        crop_bins=4,
+        batch_size=3,
+        min_variants=2,
+        bootstrap=50,
+        device="cpu",
+    )
+    for name in ("tissues.csv", "variants.csv", "skipped.tsv"):
+        assert (tmp_path / "lib" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    # Whole_Blood -> RNA:blood (the tissue map) -> its GTEX tracks 0 and 1, not the DNase one.
+    _, variants = read_labelled_variants(find_vcf_pairs(vcf_pairs, None))
+    model = load_track_model([model_dir], head="human", device="cpu")
+    norms, _ = l2fc_norms(
+        model, Genome(genome), variants, np.array([0, 1]), length=1024, crop_bins=4
+    )
+    scored = pd.read_csv(tmp_path / "lib" / "variants.csv").dropna(subset=["score"])
+    expected = [norms[v].mean() for v in scored["variant"]]
+    assert np.allclose(scored["score"], expected, rtol=1e-4)
+    tissue = pd.read_csv(tmp_path / "lib" / "tissues.csv").iloc[0]
+    assert (tissue["tracks"], tissue["scored_positives"], tissue["scored_negatives"]) == (2, 8, 2)
+    assert tissue["auroc"] == pytest.approx(auroc(scored["label"], expected), abs=1e-6)
+    assert summary["auroc_mean"] == pytest.approx(tissue["auroc"])
+    assert summary["tissue_tracks"].endswith("gtex_tissues.tsv")
+
+
+def test_eqtl_prioritisation_reads_the_models_own_gtex_tissue_column(vcf_pairs, tmp_path):
+    # Under the tissue map Whole_Blood would take both RNA:blood GTEX tracks; the table's own
+    # column gives it track 0 only (track 1 is another tissue of the same description).
+    tissues = np.array(["Whole_Blood", "Cells_EBV-transformed_lymphocytes", ""])
+    tracks = TrackTable(genome_tracks().frame.assign(gtex_tissue=tissues), "test")
+    rows, described, rule = gtex_tissue_tracks(
+        ["Whole_Blood", "Liver"], tracks.identifier, tracks.frame["description"].to_numpy(),
+        tracks.gtex_tissue, tissue_map=tmp_path / "absent.tsv",
+    )  # fmt: skip
+    assert rows["Whole_Blood"].tolist() == [0] and rows["Liver"].tolist() == []
+    assert described["Whole_Blood"] == "RNA:blood" and rule == "the model's gtex_tissue column"
+    rows, _, _ = gtex_tissue_tracks(
+        ["Whole_Blood"], tracks.identifier, tracks.frame["description"].to_numpy(), None
+    )
+    assert rows["Whole_Blood"].tolist() == [0, 1]
+    genome = fixture_path("genome/hg38_1m.fa.gz")
+    model_dir = save_tiny_model(tmp_path / "model", tracks)
+    summary = eqtl_prioritisation(
+        {"Whole_Blood": vcf_pairs / "Whole_Blood_pos.vcf"},
+        [model_dir],
+        genome,
+        tmp_path / "out",
+        tissue_map=tmp_path / "absent.tsv",  # not needed: never read
+        length=1024,
+        crop_bins=4,
+        min_variants=2,
+        bootstrap=20,
+        device="cpu",
+    )
+    assert summary["tissue_tracks"] == "the model's gtex_tissue column"
+    assert pd.read_csv(tmp_path / "out" / "tissues.csv")["tracks"].tolist() == [1]
+    _, variants = read_labelled_variants(find_vcf_pairs(vcf_pairs, None))
+    model = load_track_model([model_dir], head="human", device="cpu")
+    norms, _ = l2fc_norms(model, Genome(genome), variants, np.array([0]), length=1024, crop_bins=4)
+    scored = pd.read_csv(tmp_path / "out" / "variants.csv").dropna(subset=["score"])
+    assert np.allclose(scored["score"], [norms[v][0] for v in scored["variant"]], rtol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------
 # Variant-FlowFISH and liftover
 # --------------------------------------------------------------------------------------------
@@ -404,6 +583,71 @@ def test_flowfish_reader_parses_pipeline_variant_ids(tmp_path):
         read_flowfish(tmp_path / "absent.tsv", columns, "percent")
     assert np.allclose(to_log2([100, -50], "percent"), [1, -1])
     assert np.allclose(to_log2([1.0], "fraction"), [1])
+
+
+def test_flowfish_benchmark_function_equals_the_cli_and_its_effects_the_values(tmp_path):
+    genome_path = fixture_path("genome/hg38_1m.fa.gz")
+    genome = Genome(genome_path)
+    # Substitutions around GENEA's TSS (0-based 13999) with the genome's REF, an indel and one
+    # outside the 2,048-bp input; hg38 coordinates, so no chain.
+    rows = ["Guide\tEffect\tCell"]
+    offsets = [-700, -300, -40, 0, 25, 350, 800]
+    for k, offset in enumerate(offsets):
+        ref = decode_sequence(genome.fetch("chr1", 13999 + offset, 13999 + offset + 1))
+        alt = "ACGT"[("ACGT".index(ref) + 1 + k % 3) % 4]
+        cell = "Jurkat" if k % 2 else "THP1"
+        rows.append(f"GENEA_enhancer-chr1:{13999 + offset + 1}:{ref}>{alt}\t{-10 * k + 3}\t{cell}")
+    rows.append("GENEA_promoter-chr1:14010:AC>A\t-5\tJurkat")
+    far = decode_sequence(genome.fetch("chr1", 19999, 20000))
+    rows.append(f"GENEA_enhancer-chr1:20000:{far}>{'C' if far == 'A' else 'A'}\t-5\tJurkat")
+    table = tmp_path / "flowfish.tsv"
+    table.write_text("\n".join(rows) + "\n")
+    (tmp_path / "genes.gtf").write_text(GENES_GTF)
+    model_dir = save_tiny_model(tmp_path / "model", rna_tracks())
+    argv = ["flowfish-benchmark", "--table", str(table), "--build", "hg38", "--gene", "GENEA"]
+    argv += ["--columns", "variant=Guide", "effect=Effect", "cell_type=Cell"]
+    argv += ["--fasta", str(genome_path), "--gtf", str(tmp_path / "genes.gtf")]
+    argv += ["--model", str(model_dir), "--device", "cpu", "--length", "2048", "--crop-bins", "2"]
+    argv += ["--assays", "RNA", "--batch-size", "3", "--bootstrap", "30"]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    summary = flowfish_benchmark(
+        table,
+        [model_dir],
+        genome_path,
+        tmp_path / "genes.gtf",
+        tmp_path / "lib",
+        columns={"variant": "Guide", "effect": "Effect", "cell_type": "Cell"},
+        build="hg38",
+        gene="GENEA",
+        crop_bins=2,
+        length=2048,
+        batch_size=3,
+        bootstrap=30,
+        device="cpu",
+    )
+    for name in ("edits.csv", "metrics.csv"):
+        assert (tmp_path / "lib" / name).read_text() == (tmp_path / "cli" / name).read_text()
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    edits = pd.read_csv(tmp_path / "lib" / "edits.csv")
+    assert edits["outcome"].tolist() == ["ok"] * 7 + ["indel", "outside_window"]
+    assert np.allclose(edits["measured"][:7], np.log2(1 + (-10 * np.arange(7) + 3) / 100))
+    # Directly: the log value of each edited input minus the reference's, in log2 units.
+    model = load_track_model([model_dir], head="human", device="cpu")
+    readout = Readout(model.tracks, [0, 1, 2], crop_bins=2)
+    target = gene_target(find_gene(Annotation.read_gtf(tmp_path / "genes.gtf"), "GENEA"))
+    reference = genome.fetch("chr1", 13999 - 1024, 13999 + 1024)
+    inputs = [reference]
+    for row in edits[:7].itertuples():
+        edited = reference.copy()
+        edited[row.hg38_start - (13999 - 1024)] = encode_sequence(row.alt)[0]
+        inputs.append(edited)
+    values = predicted_values(model.module, np.stack(inputs), [target] * 8, readout, device="cpu")
+    expected = (values[1:] - values[0]) / np.log(2)
+    assert np.allclose(edits["predicted"][:7], expected, rtol=1e-4, atol=1e-7)
+    jurkat = edits[:7][edits["cell_type"][:7] == "Jurkat"]
+    assert summary["pearson"]["Jurkat:all"]["pearson"] == pytest.approx(
+        pearson(jurkat["predicted"], jurkat["measured"]), abs=1e-5
+    )
 
 
 def test_liftover_through_a_chain_with_gaps_and_a_reverse_strand(tmp_path):

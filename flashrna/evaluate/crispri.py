@@ -26,7 +26,7 @@ the AUPRC of 1 / distance (the distance baseline), beside it.
 
 Outputs in ``--out``: ``pairs.csv`` (every read pair with its score, distance, bin and outcome),
 ``metrics.csv`` (``subset pairs positives positive_rate auprc auprc_low auprc_high auroc
-auroc_low auroc_high distance_auprc``), ``summary.json``.
+auroc_low auroc_high distance_auprc``), ``summary.json``. In Python: :func:`crispri_benchmark`.
 """
 
 from __future__ import annotations
@@ -34,10 +34,12 @@ from __future__ import annotations
 import argparse
 import itertools
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from flashrna.annotation import Annotation
 from flashrna.attribute import (
@@ -46,7 +48,8 @@ from flashrna.attribute import (
     gene_target,
     gradient_scores,
     input_gradients,
-    load_model_and_readout,
+    load_readout,
+    readout_options,
 )
 from flashrna.evaluate.stats import auroc, average_precision, bootstrap
 from flashrna.genome import Genome
@@ -152,6 +155,136 @@ def crispri_metrics(pairs: pd.DataFrame, bins, resamples: int = 1000) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def crispri_benchmark(
+    pairs: str | Path,
+    models: Sequence[str | Path],
+    fasta: str | Path,
+    gtf: str | Path,
+    out: str | Path,
+    *,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    tracks: Sequence[str] | None = None,
+    assays: Sequence[str] | None = ("RNA",),
+    description: str | None = None,
+    units: str = "counts",
+    transform: str = "log",
+    pseudo: float = 1e-6,
+    crop_bins: int = 5120,
+    length: int = 524_288,
+    window: int = 2000,
+    distance_bins: Sequence[int] = DISTANCE_BINS,
+    normalise: bool = True,
+    bootstrap: int = 1000,
+    rc: bool = True,
+    autocast: bool = False,
+    device: str | torch.device | None = "auto",
+    progress: bool = False,
+) -> dict:
+    """Score the CRISPRi pairs of the EPCrisprBenchmark table ``pairs`` and write the outputs of
+    the module docstring into ``out``.
+
+    Genes are found by name in ``gtf``; inputs of ``length`` bp come from ``fasta``. The gene's
+    value is read from ``models`` (several: their ensemble) by :func:`~flashrna.attribute.
+    load_readout` (``head``, ``targets``, ``tracks``, ``assays``, ``description``, ``units``,
+    ``transform``, ``pseudo``, ``crop_bins``, ``device``); its input gradient (1, ``length``,
+    4) is reverse-complement averaged when ``rc``, under bf16 autocast when ``autocast``. A
+    pair's score sums |input x gradient| over ``window`` bp around the element, divided by the
+    input's mean when ``normalise``. Metrics over all pairs and per bin of ``distance_bins``
+    (bp edges), intervals from ``bootstrap`` resamples. Returns the summary written to
+    ``summary.json``."""
+    frame, dropped = read_crispr_pairs(pairs)
+    if frame.empty:
+        raise FlashRNAError(f"{pairs}: no valid pair with a label and a TSS")
+    annotation = Annotation.read_gtf(gtf)
+    genome = Genome(fasta)
+    model, readout = load_readout(
+        models,
+        head=head,
+        targets=targets,
+        tracks=tracks,
+        assays=assays,
+        description=description,
+        units=units,
+        transform=transform,
+        pseudo=pseudo,
+        crop_bins=crop_bins,
+        device=device,
+    )
+    frame["score"] = np.nan
+    frame["outcome"] = "scored"
+    genes = list(dict.fromkeys(frame["gene"]))
+    for number, name in enumerate(genes, start=1):
+        rows = frame.index[frame["gene"] == name]
+        try:
+            gene = find_gene(annotation, name)
+            target = gene_target(gene, center=int(frame.loc[rows[0], "tss"]))
+            start = target.window_start(length)
+            sequence = genome.fetch(gene.chrom, start, start + length)[None]
+            gradients, _ = input_gradients(
+                model.module,
+                sequence,
+                [target],
+                readout,
+                head=model.head,
+                device=device,
+                rc=rc,
+                autocast=autocast,
+            )
+        except FlashRNAError as err:
+            frame.loc[rows, "outcome"] = "gene_not_scored"
+            log.warning("%s: %s", name, err)
+            continue
+        scores = score_pairs(
+            frame.loc[rows], gradient_scores(gradients, sequence)[0], start, window,
+            normalise=normalise,
+        )  # fmt: skip
+        frame.loc[rows, "score"] = scores
+        frame.loc[rows[~np.isfinite(scores)], "outcome"] = "outside_window"
+        if progress or number % 100 == 0:
+            log.info("%d of %d genes", number, len(genes))
+    bins = sorted(distance_bins)
+    frame["distance_bin"] = pd.cut(frame["distance"], bins).astype(str)
+    metrics = crispri_metrics(frame, bins, bootstrap)
+    out = Path(out)
+    with atomic_file(out / "pairs.csv") as handle:
+        frame.to_csv(handle, index=False, float_format="%.6g")
+    with atomic_file(out / "metrics.csv") as handle:
+        metrics.to_csv(handle, index=False, float_format="%.6f")
+    overall = metrics.iloc[0]
+    summary = {
+        "auprc": finite_or_none(overall["auprc"]),
+        "auprc_low": finite_or_none(overall["auprc_low"]),
+        "auprc_high": finite_or_none(overall["auprc_high"]),
+        "positive_rate": finite_or_none(overall["positive_rate"]),
+        "pairs": int(overall["pairs"]),
+        "positives": int(overall["positives"]),
+        "outcomes": frame["outcome"].value_counts().to_dict(),
+        "left_out": dropped,
+        "by_distance": {
+            r.subset: {
+                "auprc": finite_or_none(r.auprc),
+                "pairs": int(r.pairs),
+                "positives": int(r.positives),
+            }
+            for r in metrics.iloc[1:].itertuples()
+        },
+        "window": window,
+        "length": length,
+        "tracks": list(readout.tracks.identifier[readout.columns]),
+        "model": model.name,
+        "head": model.head,
+    }
+    write_json(out / "summary.json", summary)
+    log.info(
+        "AUPRC %.3f over %d pairs (positive rate %.3f)",
+        overall["auprc"],
+        overall["pairs"],
+        overall["positive_rate"],
+    )
+    return summary
+
+
 def register_crispri_benchmark(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pairs", required=True, help="EPCrisprBenchmark_ensemble_data_GRCh38.tsv.gz"
@@ -180,82 +313,20 @@ def register_crispri_benchmark(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_crispri_benchmark(args: argparse.Namespace) -> None:
-    pairs, dropped = read_crispr_pairs(args.pairs)
-    if pairs.empty:
-        raise FlashRNAError(f"{args.pairs}: no valid pair with a label and a TSS")
-    annotation = Annotation.read_gtf(args.gtf)
-    genome = Genome(args.fasta)
-    model, readout = load_model_and_readout(args)
-    pairs["score"] = np.nan
-    pairs["outcome"] = "scored"
-    genes = list(dict.fromkeys(pairs["gene"]))
-    for number, name in enumerate(genes, start=1):
-        rows = pairs.index[pairs["gene"] == name]
-        try:
-            gene = find_gene(annotation, name)
-            target = gene_target(gene, center=int(pairs.loc[rows[0], "tss"]))
-            start = target.window_start(args.length)
-            sequence = genome.fetch(gene.chrom, start, start + args.length)[None]
-            gradients, _ = input_gradients(
-                model.module,
-                sequence,
-                [target],
-                readout,
-                head=model.head,
-                device=args.device,
-                rc=not args.no_rc,
-                autocast=args.autocast,
-            )
-        except FlashRNAError as err:
-            pairs.loc[rows, "outcome"] = "gene_not_scored"
-            log.warning("%s: %s", name, err)
-            continue
-        scores = score_pairs(
-            pairs.loc[rows], gradient_scores(gradients, sequence)[0], start, args.window,
-            normalise=not args.no_normalise,
-        )  # fmt: skip
-        pairs.loc[rows, "score"] = scores
-        pairs.loc[rows[~np.isfinite(scores)], "outcome"] = "outside_window"
-        if args.progress or number % 100 == 0:
-            log.info("%d of %d genes", number, len(genes))
-    bins = sorted(args.distance_bins)
-    pairs["distance_bin"] = pd.cut(pairs["distance"], bins).astype(str)
-    metrics = crispri_metrics(pairs, bins, args.bootstrap)
-    out = Path(args.out)
-    with atomic_file(out / "pairs.csv") as handle:
-        pairs.to_csv(handle, index=False, float_format="%.6g")
-    with atomic_file(out / "metrics.csv") as handle:
-        metrics.to_csv(handle, index=False, float_format="%.6f")
-    overall = metrics.iloc[0]
-    write_json(
-        out / "summary.json",
-        {
-            "auprc": finite_or_none(overall["auprc"]),
-            "auprc_low": finite_or_none(overall["auprc_low"]),
-            "auprc_high": finite_or_none(overall["auprc_high"]),
-            "positive_rate": finite_or_none(overall["positive_rate"]),
-            "pairs": int(overall["pairs"]),
-            "positives": int(overall["positives"]),
-            "outcomes": pairs["outcome"].value_counts().to_dict(),
-            "left_out": dropped,
-            "by_distance": {
-                r.subset: {
-                    "auprc": finite_or_none(r.auprc),
-                    "pairs": int(r.pairs),
-                    "positives": int(r.positives),
-                }
-                for r in metrics.iloc[1:].itertuples()
-            },
-            "window": args.window,
-            "length": args.length,
-            "tracks": list(readout.tracks.identifier[readout.columns]),
-            "model": model.name,
-            "head": model.head,
-        },
-    )
-    log.info(
-        "AUPRC %.3f over %d pairs (positive rate %.3f)",
-        overall["auprc"],
-        overall["pairs"],
-        overall["positive_rate"],
+    crispri_benchmark(
+        args.pairs,
+        args.model,
+        args.fasta,
+        args.gtf,
+        args.out,
+        **readout_options(args),
+        length=args.length,
+        window=args.window,
+        distance_bins=args.distance_bins,
+        normalise=not args.no_normalise,
+        bootstrap=args.bootstrap,
+        rc=not args.no_rc,
+        autocast=args.autocast,
+        device=args.device,
+        progress=args.progress,
     )

@@ -28,7 +28,7 @@ a bootstrap 95 % interval, per element, over all edits, and per cell type.
 
 Outputs in ``--out``: ``edits.csv`` (every row read, its hg38 position, predicted and measured
 log2 fold change, outcome), ``metrics.csv`` (``cell_type element edits pearson pearson_low
-pearson_high``), ``summary.json``.
+pearson_high``), ``summary.json``. In Python: :func:`flowfish_benchmark`.
 """
 
 from __future__ import annotations
@@ -38,19 +38,22 @@ import bisect
 import logging
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from flashrna.annotation import Annotation
 from flashrna.attribute import (
     add_value_arguments,
     find_gene,
     gene_target,
-    load_model_and_readout,
+    load_readout,
     predicted_values,
+    readout_options,
 )
 from flashrna.evaluate.stats import bootstrap, pearson
 from flashrna.genome import Genome, decode_sequence, encode_sequence
@@ -271,6 +274,138 @@ def flowfish_metrics(edits: pd.DataFrame, resamples: int = 1000) -> pd.DataFrame
 # --------------------------------------------------------------------------------------------
 
 
+def flowfish_benchmark(
+    table: str | Path,
+    models: Sequence[str | Path],
+    fasta: str | Path,
+    gtf: str | Path,
+    out: str | Path,
+    *,
+    columns: Mapping[str, str] | None = None,
+    effect_units: str = "percent",
+    cell_types: Sequence[str] | None = None,
+    build: str = "hg19",
+    chain: str | Path | None = None,
+    gene: str = "PPIF",
+    head: str | None = None,
+    targets: str | Path | None = None,
+    tracks: Sequence[str] | None = None,
+    assays: Sequence[str] | None = ("RNA",),
+    description: str | None = None,
+    units: str = "counts",
+    transform: str = "log",
+    pseudo: float = 1e-6,
+    crop_bins: int = 5120,
+    length: int = 524_288,
+    batch_size: int = 1,
+    bootstrap: int = 1000,
+    rc: bool = True,
+    autocast: bool = False,
+    device: str | torch.device | None = "auto",
+    progress: bool = False,
+) -> dict:
+    """Predict the edits of the Variant-FlowFISH ``table`` and write the outputs of the module
+    docstring into ``out``.
+
+    ``columns``: the table's header for each of :data:`KEYS` (a key not given is its own
+    header); effects in ``effect_units`` (:data:`EFFECT_UNITS`); rows of ``cell_types`` only
+    (None: all); coordinates in ``build`` (``hg19``: lifted through the UCSC ``chain``). The
+    edited ``gene`` (id or name in ``gtf``) centres the ``length``-bp input from ``fasta``; its
+    value is read from ``models`` (several: their ensemble) by :func:`~flashrna.attribute.
+    load_readout` (``head``, ``targets``, ``tracks``, ``assays``, ``description``, ``units``,
+    ``transform``, ``pseudo``, ``crop_bins``, ``device``), ``batch_size`` inputs at a time,
+    reverse-complement averaged when ``rc``, under bf16 autocast when ``autocast``. Intervals
+    from ``bootstrap`` resamples. Returns the summary written to ``summary.json``."""
+    headers = parse_columns([f"{key}={header}" for key, header in (columns or {}).items()])
+    edits = read_flowfish(table, headers, effect_units)
+    if cell_types:
+        edits = edits[edits["cell_type"].isin(cell_types)].reset_index(drop=True)
+        if edits.empty:
+            raise FlashRNAError(f"{table}: no edit in cell type(s) {cell_types}")
+    if build == "hg19" and not chain:
+        raise FlashRNAError("the table is in hg19 (--build): give --chain hg19ToHg38.over.chain")
+    liftover = Liftover.read(chain, set(edits["chrom"])) if build == "hg19" else None
+    genome = Genome(fasta)
+    edits = place_edits(edits, genome, liftover)
+    found = find_gene(Annotation.read_gtf(gtf), gene)
+    target = gene_target(found)
+    start = target.window_start(length)
+    reference = genome.fetch(found.chrom, start, start + length)
+    ok = (edits["outcome"] == "ok").to_numpy()
+    for k in np.flatnonzero(ok):
+        row = edits.iloc[k]
+        offset = row.hg38_start - start
+        if row.hg38_chrom != found.chrom or not 0 <= offset <= length - len(row.alt):
+            edits.loc[k, "outcome"] = "outside_window"
+    ok = (edits["outcome"] == "ok").to_numpy()
+    sequences = [reference]
+    for row in edits[ok].itertuples():
+        edited = reference.copy()
+        offset = row.hg38_start - start
+        edited[offset : offset + len(row.alt)] = encode_sequence(row.alt)
+        sequences.append(edited)
+    model, readout = load_readout(
+        models,
+        head=head,
+        targets=targets,
+        tracks=tracks,
+        assays=assays,
+        description=description,
+        units=units,
+        transform=transform,
+        pseudo=pseudo,
+        crop_bins=crop_bins,
+        device=device,
+    )
+    values = predicted_values(
+        model.module,
+        np.stack(sequences),
+        [target] * len(sequences),
+        readout,
+        head=model.head,
+        batch_size=batch_size,
+        device=device,
+        rc=rc,
+        autocast=autocast,
+        progress=progress,
+    )
+    if readout.transform == "log":
+        predicted = (values[1:] - values[0]) / np.log(2)
+    else:
+        predicted = np.log2(values[1:] / values[0])
+    edits["predicted"] = np.nan
+    edits.loc[ok, "predicted"] = predicted
+    metrics = flowfish_metrics(edits, bootstrap)
+    out = Path(out)
+    with atomic_file(out / "edits.csv") as handle:
+        edits.to_csv(handle, index=False, float_format="%.6g")
+    with atomic_file(out / "metrics.csv") as handle:
+        metrics.to_csv(handle, index=False, float_format="%.6f")
+    summary = {
+        "pearson": {
+            f"{r.cell_type}:{r.element}": {
+                "pearson": finite_or_none(r.pearson),
+                "low": finite_or_none(r.pearson_low),
+                "high": finite_or_none(r.pearson_high),
+                "edits": int(r.edits),
+            }
+            for r in metrics.itertuples()
+        },
+        "outcomes": edits["outcome"].value_counts().to_dict(),
+        "gene": found.gene_id,
+        "gene_name": found.name,
+        "effect_units": effect_units,
+        "build": build,
+        "length": length,
+        "tracks": list(readout.tracks.identifier[readout.columns]),
+        "model": model.name,
+        "head": model.head,
+    }
+    write_json(out / "summary.json", summary)
+    log.info("Pearson: %s", {k: v["pearson"] for k, v in summary["pearson"].items()})
+    return summary
+
+
 def register_flowfish_benchmark(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Variant-FlowFISH (Martyn et al. 2025): predicted against measured effects of PPIF "
@@ -301,77 +436,24 @@ def register_flowfish_benchmark(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_flowfish_benchmark(args: argparse.Namespace) -> None:
-    edits = read_flowfish(args.table, parse_columns(args.columns), args.effect_units)
-    if args.cell_types:
-        edits = edits[edits["cell_type"].isin(args.cell_types)].reset_index(drop=True)
-        if edits.empty:
-            raise FlashRNAError(f"{args.table}: no edit in cell type(s) {args.cell_types}")
-    if args.build == "hg19" and not args.chain:
-        raise FlashRNAError("the table is in hg19 (--build): give --chain hg19ToHg38.over.chain")
-    liftover = Liftover.read(args.chain, set(edits["chrom"])) if args.build == "hg19" else None
-    genome = Genome(args.fasta)
-    edits = place_edits(edits, genome, liftover)
-    gene = find_gene(Annotation.read_gtf(args.gtf), args.gene)
-    target = gene_target(gene)
-    start = target.window_start(args.length)
-    reference = genome.fetch(gene.chrom, start, start + args.length)
-    ok = (edits["outcome"] == "ok").to_numpy()
-    for k in np.flatnonzero(ok):
-        row = edits.iloc[k]
-        offset = row.hg38_start - start
-        if row.hg38_chrom != gene.chrom or not 0 <= offset <= args.length - len(row.alt):
-            edits.loc[k, "outcome"] = "outside_window"
-    ok = (edits["outcome"] == "ok").to_numpy()
-    sequences = [reference]
-    for row in edits[ok].itertuples():
-        edited = reference.copy()
-        offset = row.hg38_start - start
-        edited[offset : offset + len(row.alt)] = encode_sequence(row.alt)
-        sequences.append(edited)
-    model, readout = load_model_and_readout(args)
-    values = predicted_values(
-        model.module,
-        np.stack(sequences),
-        [target] * len(sequences),
-        readout,
-        head=model.head,
+    flowfish_benchmark(
+        args.table,
+        args.model,
+        args.fasta,
+        args.gtf,
+        args.out,
+        columns=parse_columns(args.columns),
+        effect_units=args.effect_units,
+        cell_types=args.cell_types,
+        build=args.build,
+        chain=args.chain,
+        gene=args.gene,
+        **readout_options(args),
+        length=args.length,
         batch_size=args.batch_size,
-        device=args.device,
+        bootstrap=args.bootstrap,
         rc=not args.no_rc,
         autocast=args.autocast,
+        device=args.device,
         progress=args.progress,
     )
-    if readout.transform == "log":
-        predicted = (values[1:] - values[0]) / np.log(2)
-    else:
-        predicted = np.log2(values[1:] / values[0])
-    edits["predicted"] = np.nan
-    edits.loc[ok, "predicted"] = predicted
-    metrics = flowfish_metrics(edits, args.bootstrap)
-    out = Path(args.out)
-    with atomic_file(out / "edits.csv") as handle:
-        edits.to_csv(handle, index=False, float_format="%.6g")
-    with atomic_file(out / "metrics.csv") as handle:
-        metrics.to_csv(handle, index=False, float_format="%.6f")
-    summary = {
-        "pearson": {
-            f"{r.cell_type}:{r.element}": {
-                "pearson": finite_or_none(r.pearson),
-                "low": finite_or_none(r.pearson_low),
-                "high": finite_or_none(r.pearson_high),
-                "edits": int(r.edits),
-            }
-            for r in metrics.itertuples()
-        },
-        "outcomes": edits["outcome"].value_counts().to_dict(),
-        "gene": gene.gene_id,
-        "gene_name": gene.name,
-        "effect_units": args.effect_units,
-        "build": args.build,
-        "length": args.length,
-        "tracks": list(readout.tracks.identifier[readout.columns]),
-        "model": model.name,
-        "head": model.head,
-    }
-    write_json(out / "summary.json", summary)
-    log.info("Pearson: %s", {k: v["pearson"] for k, v in summary["pearson"].items()})

@@ -14,10 +14,11 @@ N beyond contig ends); reference and alternative predicted forward + reverse-com
 (:func:`flashrna.model.predict`; ``--no-rc``: forward only), ``--crop-bins`` dropped at each end
 (Flashzoi: 16 of 16,384), inverse-transformed to counts (``--units squashed`` keeps the stored
 scale); per track the Euclidean norm over the bins of log2(alt + 1) - log2(ref + 1); a tissue's
-score is that norm averaged over the tissue's GTEx tracks (the tissue map and rule of
-:mod:`flashrna.evaluate.eqtl`). Every distinct variant is predicted once, on the union of the
-tissues' tracks. Variants that cannot be scored (not a SNV, REF not in the genome, contig missing)
-are left out and counted.
+score is that norm averaged over the tissue's GTEx tracks (:func:`gtex_tissue_tracks`: the tracks
+whose own ``gtex_tissue`` is the tissue when the model's track table has that column, as the
+released FlashRNA models' do; else the tissue map and rule of :mod:`flashrna.evaluate.eqtl`).
+Every distinct variant is predicted once, on the union of the tissues' tracks. Variants that
+cannot be scored (not a SNV, REF not in the genome, contig missing) are left out and counted.
 
 Per tissue: AUROC of the score, positives against negatives, with a bootstrap 95 % interval
 (:mod:`flashrna.evaluate.stats`); the benchmark is the mean AUROC over the tissues with at least
@@ -25,13 +26,15 @@ Per tissue: AUROC of the score, positives against negatives, with a bootstrap 95
 
 Outputs in ``--out``: ``tissues.csv`` (``tissue description tracks positives negatives
 scored_positives scored_negatives auroc auroc_low auroc_high included``), ``variants.csv``
-(``tissue variant label score``), ``skipped.tsv`` (``variant reason detail``), ``summary.json``.
+(``tissue variant label score``), ``skipped.tsv`` (``variant reason detail``), ``summary.json``
+(with the rule that chose the tissues' tracks). In Python: :func:`eqtl_prioritisation`.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -46,12 +49,7 @@ from flashrna.model import predict
 from flashrna.tracks import unsquash
 from flashrna.utils import FlashRNAError, atomic_file, write_json
 from flashrna.variants import Skipped, Variant, read_vcf
-from flashrna.zoo import (
-    TrackModel,
-    add_model_arguments,
-    track_model_from_args,
-    track_table_from_args,
-)
+from flashrna.zoo import TrackModel, add_model_arguments, load_track_model, load_track_table
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +151,37 @@ def l2fc_norms(
     return norms, skipped
 
 
+def gtex_tissue_tracks(
+    tissues: Sequence[str],
+    identifiers: np.ndarray,
+    descriptions: np.ndarray,
+    gtex_tissues: np.ndarray | None,
+    tissue_map: str | Path = TISSUE_MAP,
+) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
+    """Each GTEx tissue's tracks among tracks given by their (T,) ``identifiers``,
+    ``descriptions`` and ``gtex_tissues`` (None, or all "", without that column): the tracks
+    whose own GTEx tissue is the tissue when there is one (the released FlashRNA models), else
+    the GTEx tracks of the tissue's description in ``tissue_map``
+    (:func:`~flashrna.evaluate.eqtl.tissue_tracks`; a tissue without a row there is an error).
+
+    Returns per tissue its track positions (int64; empty when it has none) and its
+    description(s) (``;``-joined), and the rule used, in words for a summary."""
+    tissues = list(dict.fromkeys(tissues))
+    if gtex_tissues is not None and (np.asarray(gtex_tissues, dtype=str) != "").any():
+        gtex_tissues = np.asarray(gtex_tissues, dtype=str)
+        rows = {t: np.flatnonzero(gtex_tissues == t) for t in tissues}
+        described = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
+        return rows, described, "the model's gtex_tissue column"
+    mapping = read_tissue_map(tissue_map)
+    unmapped = sorted(set(tissues) - set(mapping))
+    if unmapped:
+        raise FlashRNAError(
+            f"tissue(s) {', '.join(unmapped)} have no row in {tissue_map}; add them there"
+        )
+    rows = {t: tissue_tracks(identifiers, descriptions, mapping[t]) for t in tissues}
+    return rows, {t: mapping[t] for t in tissues}, str(tissue_map)
+
+
 def tissue_aurocs(
     labelled: pd.DataFrame,
     norms: dict[str, np.ndarray],
@@ -194,6 +223,123 @@ def tissue_aurocs(
     return pd.DataFrame(tissue_rows), pd.concat(variant_rows, ignore_index=True)
 
 
+def eqtl_prioritisation(
+    vcfs: Mapping[str, str | Path] | str | Path,
+    models: Sequence[str | Path],
+    fasta: str | Path,
+    out: str | Path,
+    *,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    tissue_map: str | Path = TISSUE_MAP,
+    length: int = 524_288,
+    crop_bins: int = 16,
+    units: str = "counts",
+    batch_size: int = 1,
+    rc: bool = True,
+    min_variants: int = 10,
+    bootstrap: int = 1000,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """Score the fine-mapped eQTLs and their negatives and write the outputs of the module
+    docstring into ``out``.
+
+    ``vcfs``: a folder of ``<tissue>_pos.vcf``/``<tissue>_neg.vcf`` pairs, or tissue ->
+    ``<tissue>_pos.vcf`` (:func:`find_vcf_pairs`). ``models`` (several: their ensemble),
+    ``head``, ``targets`` (the head's track table; default the model's own), ``device`` and
+    ``precision`` as :func:`~flashrna.zoo.load_track_model` takes them. A tissue's tracks:
+    :func:`gtex_tissue_tracks` (``tissue_map`` when the table has no ``gtex_tissue`` column).
+    Each variant is predicted on a ``length``-bp input, ``crop_bins`` output bins dropped at
+    each end, in ``units`` (``counts`` or ``squashed``), ``batch_size`` variants at a time,
+    with reverse-complement averaging when ``rc``. A tissue enters the mean AUROC with at least
+    ``min_variants`` scored positives and negatives; intervals from ``bootstrap`` resamples.
+    Returns the summary written to ``summary.json``."""
+    if isinstance(vcfs, str | Path):
+        pairs = find_vcf_pairs(vcfs, None)
+    else:
+        pairs = {tissue: Path(path) for tissue, path in vcfs.items()}
+    table = load_track_table(models, head=head, targets=targets)
+    descriptions = table.frame["description"].to_numpy()
+    rows, tissue_descriptions, rule = gtex_tissue_tracks(
+        list(pairs), table.identifier, descriptions, table.gtex_tissue, tissue_map
+    )
+    without = sorted(t for t, r in rows.items() if len(r) == 0)
+    if without:
+        log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), table.source)
+    rows = {t: r for t, r in rows.items() if len(r)}
+    if not rows:
+        raise FlashRNAError(f"{table.source}: no GTEx tracks for any tissue of the VCFs")
+    needed = list(dict.fromkeys(table.identifier[k] for r in rows.values() for k in r))
+    position = {ident: k for k, ident in enumerate(needed)}
+    tissue_columns = {
+        t: np.array([position[table.identifier[k]] for k in r]) for t, r in rows.items()
+    }
+    labelled, variants = read_labelled_variants({t: pairs[t] for t in rows})
+    model = load_track_model(
+        models,
+        head=head,
+        targets=targets,
+        identifiers=needed,
+        device=device,
+        precision=precision,
+    )
+    norms, skipped = l2fc_norms(
+        model,
+        Genome(fasta),
+        variants,
+        model.columns(needed),
+        length=length,
+        crop_bins=crop_bins,
+        units=units,
+        batch_size=batch_size,
+        rc=rc,
+        device=device,
+        progress=progress,
+    )
+    per_tissue, per_variant = tissue_aurocs(
+        labelled,
+        norms,
+        tissue_columns,
+        {t: tissue_descriptions[t] for t in rows},
+        min_variants=min_variants,
+        resamples=bootstrap,
+    )
+    out = Path(out)
+    with atomic_file(out / "tissues.csv") as handle:
+        per_tissue.to_csv(handle, index=False, float_format="%.6f")
+    with atomic_file(out / "variants.csv") as handle:
+        per_variant.to_csv(handle, index=False, float_format="%.6g")
+    with atomic_file(out / "skipped.tsv") as handle:
+        handle.write("variant\treason\tdetail\n")
+        for name, (reason, detail) in skipped.items():
+            handle.write(f"{name}\t{reason}\t{detail}\n")
+    included = per_tissue[per_tissue["included"]]
+    mean = finite_or_none(included["auroc"].mean()) if len(included) else None
+    summary = {
+        "auroc_mean": mean,
+        "tissues": len(included),
+        "tissues_without_tracks": without,
+        "variants": len(variants),
+        "scored": len(norms),
+        "skipped": pd.Series([r for r, _ in skipped.values()]).value_counts().to_dict(),
+        "score": "mean over the tissue's GTEx tracks of the L2 norm over bins of "
+        "log2(alt + 1) - log2(ref + 1)",
+        "tissue_tracks": rule,
+        "units": units,
+        "length": length,
+        "crop_bins": crop_bins,
+        "reverse_complement": rc,
+        "min_variants": min_variants,
+        "model": model.name,
+        "head": model.head,
+    }
+    write_json(out / "summary.json", summary)
+    log.info("mean AUROC over %d tissues: %s", len(included), mean)
+    return summary
+
+
 def register_eqtl_prioritisation(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--vcf-dir", help="folder of <tissue>_pos.vcf / <tissue>_neg.vcf pairs")
@@ -212,7 +358,10 @@ def register_eqtl_prioritisation(parser: argparse.ArgumentParser) -> None:
         "--no-rc", action="store_true", help="no reverse-complement averaging (faster)"
     )
     parser.add_argument(
-        "--tissue-map", default=str(TISSUE_MAP), help="GTEx tissue -> track description table"
+        "--tissue-map",
+        default=str(TISSUE_MAP),
+        help="GTEx tissue -> track description table (used when the model's track table has "
+        "no gtex_tissue column)",
     )
     parser.add_argument(
         "--min-variants",
@@ -227,79 +376,22 @@ def register_eqtl_prioritisation(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_eqtl_prioritisation(args: argparse.Namespace) -> None:
-    pairs = find_vcf_pairs(args.vcf_dir, args.vcfs)
-    tissue_map = read_tissue_map(args.tissue_map)
-    unmapped = sorted(set(pairs) - set(tissue_map))
-    if unmapped:
-        raise FlashRNAError(
-            f"tissue(s) {', '.join(unmapped)} have no row in {args.tissue_map}; add them there"
-        )
-    table = track_table_from_args(args)
-    descriptions = table.frame["description"].to_numpy()
-    rows = {t: tissue_tracks(table.identifier, descriptions, tissue_map[t]) for t in pairs}
-    without = sorted(t for t, r in rows.items() if len(r) == 0)
-    if without:
-        log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), table.source)
-    rows = {t: r for t, r in rows.items() if len(r)}
-    if not rows:
-        raise FlashRNAError(f"{table.source}: no GTEx tracks for any tissue of the VCFs")
-    needed = list(dict.fromkeys(table.identifier[k] for r in rows.values() for k in r))
-    position = {ident: k for k, ident in enumerate(needed)}
-    tissue_columns = {
-        t: np.array([position[table.identifier[k]] for k in r]) for t, r in rows.items()
-    }
-    labelled, variants = read_labelled_variants({t: pairs[t] for t in rows})
-    model = track_model_from_args(args, needed)
-    norms, skipped = l2fc_norms(
-        model,
-        Genome(args.fasta),
-        variants,
-        model.columns(needed),
+    eqtl_prioritisation(
+        args.vcf_dir or find_vcf_pairs(None, args.vcfs),
+        args.model,
+        args.fasta,
+        args.out,
+        head=args.head,
+        targets=args.targets,
+        tissue_map=args.tissue_map,
         length=args.length,
         crop_bins=args.crop_bins,
         units=args.units,
         batch_size=args.batch_size,
         rc=not args.no_rc,
+        min_variants=args.min_variants,
+        bootstrap=args.bootstrap,
         device=args.device,
+        precision=args.precision,
         progress=args.progress,
     )
-    per_tissue, per_variant = tissue_aurocs(
-        labelled,
-        norms,
-        tissue_columns,
-        {t: tissue_map[t] for t in rows},
-        min_variants=args.min_variants,
-        resamples=args.bootstrap,
-    )
-    out = Path(args.out)
-    with atomic_file(out / "tissues.csv") as handle:
-        per_tissue.to_csv(handle, index=False, float_format="%.6f")
-    with atomic_file(out / "variants.csv") as handle:
-        per_variant.to_csv(handle, index=False, float_format="%.6g")
-    with atomic_file(out / "skipped.tsv") as handle:
-        handle.write("variant\treason\tdetail\n")
-        for name, (reason, detail) in skipped.items():
-            handle.write(f"{name}\t{reason}\t{detail}\n")
-    included = per_tissue[per_tissue["included"]]
-    mean = finite_or_none(included["auroc"].mean()) if len(included) else None
-    write_json(
-        out / "summary.json",
-        {
-            "auroc_mean": mean,
-            "tissues": len(included),
-            "tissues_without_tracks": without,
-            "variants": len(variants),
-            "scored": len(norms),
-            "skipped": pd.Series([r for r, _ in skipped.values()]).value_counts().to_dict(),
-            "score": "mean over the tissue's GTEx tracks of the L2 norm over bins of "
-            "log2(alt + 1) - log2(ref + 1)",
-            "units": args.units,
-            "length": args.length,
-            "crop_bins": args.crop_bins,
-            "reverse_complement": not args.no_rc,
-            "min_variants": args.min_variants,
-            "model": model.name,
-            "head": model.head,
-        },
-    )
-    log.info("mean AUROC over %d tissues: %s", len(included), mean)

@@ -333,15 +333,28 @@ def track_model_from_args(
     )
 
 
-def track_table_from_args(args: argparse.Namespace) -> TrackTable:
-    """The head's track table named by the :func:`add_model_arguments` options (``--targets``,
-    else the first ``--model``'s own), without loading weights."""
-    if getattr(args, "targets", None):
-        return TrackTable.read(args.targets)
-    if not args.model:
+def load_track_table(
+    models: Sequence[str | Path],
+    *,
+    head: str | None = None,
+    targets: str | Path | None = None,
+) -> TrackTable:
+    """The track table of ``head`` (default: human, else the first) of the models
+    :func:`load_track_model` would load: ``targets`` when given, else the first model's own,
+    without loading weights."""
+    if targets:
+        return TrackTable.read(targets)
+    if not models:
         raise FlashRNAError("give --model")
-    source = resolve_model(args.model[0])
-    return source.track_table(args.head or default_head(source))
+    source = resolve_model(models[0])
+    return source.track_table(head or default_head(source))
+
+
+def track_table_from_args(args: argparse.Namespace) -> TrackTable:
+    """:func:`load_track_table` of the :func:`add_model_arguments` options."""
+    return load_track_table(
+        args.model or [], head=args.head, targets=getattr(args, "targets", None)
+    )
 
 
 def default_head(source: ModelSource) -> str:
