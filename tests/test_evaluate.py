@@ -16,7 +16,7 @@ from scipy.stats import pearsonr, spearmanr
 
 from flashrna.cli import main
 from flashrna.evaluate.eqtl import read_tissue_map, tissue_tracks
-from flashrna.evaluate.tracks import SPACES, TrackPearson
+from flashrna.evaluate.tracks import SPACES, TrackPearson, evaluate_tracks
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
@@ -228,6 +228,36 @@ def test_cli_ensemble_and_resume(tmp_path, shards, windows, models, monkeypatch)
     resumed = pd.read_csv(out / "tracks.csv")
     np.testing.assert_allclose(resumed[columns], tracks[columns], atol=1e-9)
     assert not (out / "evaluate-tracks.state.npz").exists()
+
+
+def test_evaluate_tracks_called_directly(tmp_path, shards, windows, models):
+    """The library function, one model, the valid (fold4) windows and an assay subset: its returned
+    summary is the one it wrote, and the per-track R are scipy's on those windows."""
+    summary = evaluate_tracks(
+        [models[1].name],
+        [shards],
+        tmp_path / "direct",
+        split="valid",
+        assays=["RNA", "DNA"],
+        batch_size=3,
+        num_workers=0,
+        device="cpu",
+        precision="fp32",
+    )
+    assert summary == json.loads((tmp_path / "direct" / "summary.json").read_text())
+    assert summary["windows"] == 2 and summary["split"] == "valid"
+    assert set(summary["assays"]) == {"RNA", "DNA"}
+    tracks = pd.read_csv(tmp_path / "direct" / "tracks.csv")
+    assert list(tracks["identifier"]) == ["DNAb", "RNAa+", "RNAa-"]
+    sequences, targets, _ = windows
+    prediction = predict(models[1].module, sequences[5:], precision="fp32").numpy()[:, 8:24]
+    rows = DATA_ROWS[:3]  # the data's columns 0..2 are the model's outputs 2, 0, 1
+    x = prediction[..., rows].reshape(-1, 3).astype(np.float64)
+    y = targets[5:, :, :3].astype(np.float64).reshape(-1, 3)
+    expected = [pearsonr(x[:, k], y[:, k])[0] for k in range(3)]
+    np.testing.assert_allclose(tracks["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
+    rna = summary["assays"]["RNA"]["squashed"]["mean"]
+    assert rna == pytest.approx(np.mean(expected[1:]), abs=2e-6)
 
 
 # --------------------------------------------------------------------------------------------
