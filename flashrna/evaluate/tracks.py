@@ -263,8 +263,10 @@ def evaluate_tracks(
     and ``summary.json`` into ``out`` (module docstring) and returns the summary.
 
     Each batch of windows, ``sequence`` (B, L) of base codes, is predicted forward and
-    reverse-complemented, (B, L/32 - 2 crop, tracks) in the model's squashed space, and compared
-    with the stored ``targets`` (B, bins, tracks) at each window's ``crop_start``.
+    reverse-complemented and averaged, (B, L/32 - 2 crop, model tracks) in the model's squashed
+    space (``crop``: the bins at each end outside every window's targets), and compared on the
+    data's tracks with the stored ``targets`` (B, bins, tracks) from each window's
+    ``crop_start``.
 
     Args:
         models: ``--model`` values (:func:`flashrna.zoo.resolve_model`): a model directory, an
