@@ -80,7 +80,8 @@ VALUE_SPACES = ("squashed", "counts")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Every architectural hyperparameter; the defaults are the ``paper`` preset (DESIGN §2)."""
+    """Every architectural hyperparameter; the defaults are the ``paper`` preset: the public
+    FlashRNA model's (deepgenomics/flashrna ``flash_rna/models/flashrna.py``)."""
 
     stem_channels: int = 512
     stem_kernel_size: int = 15
@@ -157,7 +158,9 @@ class ModelConfig:
 
 
 PRESETS: dict[str, ModelConfig] = {
-    # DESIGN §2: the public FlashRNA model, 202,629,069 parameters with these heads.
+    # The architecture of the public FlashRNA model (deepgenomics/flashrna
+    # flash_rna/models/flashrna.py); with the Borzoi heads (2,449 human, 828 mouse tracks) it has
+    # 202,629,069 parameters by our own count (tests/test_model.py).
     "paper": ModelConfig(),
     # The same model with Flashzoi's attention: GQA 8 query / 4 key-value heads, RoPE on the
     # first 128 of 192 dims with base 20,000, biases on q/k/v/out.
@@ -1337,20 +1340,9 @@ def register_model_info(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_model_info(args: argparse.Namespace) -> None:
-    if args.length % TOKEN_SIZE:
-        raise FlashRNAError(f"--length {args.length} is not a multiple of {TOKEN_SIZE}")
-    if args.model:
-        from flashrna.zoo import flashrna_directory  # the zoo builds on this module
-
-        config = read_model_config(flashrna_directory(args.model))[0]
-    else:
-        config = PRESETS[args.preset]
-    with torch.device("meta"):
-        params = parameter_counts(FlashRNA(config))
-    flops = flop_counts(config, args.length)
-    total = sum(params.values())
-    source = args.model or f"preset '{args.preset}'"
-    print(f"{source}: {total:,} parameters; heads {config.heads}")
+    info = model_info(Path(args.model) if args.model else args.preset, args.length)
+    params, flops, total = info["parameters"], info["forward_flops"], info["total_parameters"]
+    print(f"{info['source']}: {total:,} parameters; heads {info['config']['heads']}")
     print(f"{'block':<22}{'parameters':>16}{'GFLOP/example':>16}")
     for name, count in params.items():
         gflop = flops.get(name)
@@ -1360,14 +1352,43 @@ def _run_model_info(args: argparse.Namespace) -> None:
         f"(forward, {args.length:,} bp; forward+backward is about 3x)"
     )
     if args.json:
-        write_json(
-            args.json,
-            {
-                "source": source,
-                "length": args.length,
-                "parameters": params,
-                "total_parameters": total,
-                "forward_flops": flops,
-                "config": config.to_dict(),
-            },
-        )
+        write_json(args.json, info)
+
+
+def model_info(model: str | Path | ModelConfig = "paper", length: int = 524_288) -> dict[str, Any]:
+    """Parameters per block and forward FLOPs per example of an architecture, counted on the
+    meta device (no weights are read or allocated).
+
+    Args:
+        model: a preset name (a ``str`` key of :data:`PRESETS`), a :class:`ModelConfig`, or a
+            model directory or official checkpoint (``.ckpt``; a :class:`~pathlib.Path`, or a
+            ``str`` that names no preset) whose stored configuration is used.
+        length: input length in bp of the FLOP count, a multiple of :data:`TOKEN_SIZE`: one
+            example of (1, ``length``) base indices -> (1, ``length``/32, tracks) outputs of the
+            first head.
+
+    Returns:
+        ``source`` (the preset, configuration or model named), ``length``, ``parameters``
+        (:func:`parameter_counts`), ``total_parameters``, ``forward_flops`` (:func:`flop_counts`,
+        with ``total``) and ``config`` (:meth:`ModelConfig.to_dict`).
+    """
+    if length % TOKEN_SIZE:
+        raise FlashRNAError(f"--length {length} is not a multiple of {TOKEN_SIZE}")
+    if isinstance(model, ModelConfig):
+        config, source = model, "the given configuration"
+    elif isinstance(model, str) and model in PRESETS:
+        config, source = PRESETS[model], f"preset '{model}'"
+    else:
+        from flashrna.zoo import flashrna_directory  # the zoo builds on this module
+
+        config, source = read_model_config(flashrna_directory(model))[0], str(model)
+    with torch.device("meta"):
+        params = parameter_counts(FlashRNA(config))
+    return {
+        "source": source,
+        "length": length,
+        "parameters": params,
+        "total_parameters": sum(params.values()),
+        "forward_flops": flop_counts(config, length),
+        "config": config.to_dict(),
+    }

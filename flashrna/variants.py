@@ -1,5 +1,5 @@
 """``flashrna score-variants``: SED and logSED of variants on the genes around them, as Borzoi
-computes them (DESIGN §6), written as Borzoi writes them.
+computes them (calico/borzoi ``src/scripts/borzoi_sed.py``), written as Borzoi writes them.
 
 The protocol (:class:`Protocol`; ``--protocol borzoi``, the default, or ``legacy``, each part
 overridable) follows calico/borzoi ``src/scripts/borzoi_sed.py`` and calico/baskerville
@@ -118,7 +118,7 @@ from flashrna.utils import (
     tab_separated_lines,
     write_json,
 )
-from flashrna.zoo import TrackModel, add_model_arguments, load_track_model, track_model_from_args
+from flashrna.zoo import TrackModel, add_model_arguments, load_track_model
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,15 @@ def protocol_from_args(args: argparse.Namespace) -> Protocol:
     names = [f.name for f in dataclasses.fields(Protocol)]
     chosen = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return dataclasses.replace(PROTOCOLS[args.protocol], **chosen)
+
+
+def as_protocol(protocol: Protocol | str) -> Protocol:
+    """``protocol`` itself, or the one of :data:`PROTOCOLS` it names."""
+    if isinstance(protocol, Protocol):
+        return protocol
+    if protocol not in PROTOCOLS:
+        raise FlashRNAError(f"protocol '{protocol}' is not one of {sorted(PROTOCOLS)}")
+    return PROTOCOLS[protocol]
 
 
 # --------------------------------------------------------------------------------------------
@@ -998,38 +1007,138 @@ def register_score_variants(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_score_variants(args: argparse.Namespace) -> None:
-    identifiers = read_identifiers(args.tracks)
-    genome = Genome(args.fasta)
-    annotation = Annotation.read_gtf(args.gtf)
-    model = track_model_from_args(args, identifiers)
-    length, crop_bins = model.geometry(args.length, args.crop_bins, args.allow_length)
+    score_variants(
+        args.model,
+        args.fasta,
+        args.gtf,
+        args.out,
+        vcf=args.vcf,
+        eqtls=args.eqtls,
+        min_pip=args.min_pip,
+        head=args.head,
+        targets=args.targets,
+        identifiers=read_identifiers(args.tracks),
+        assays=args.assays,
+        stats=args.stats,
+        formats=args.format,
+        layout=args.layout,
+        length=args.length,
+        crop_bins=args.crop_bins,
+        allow_length=args.allow_length,
+        batch_size=args.batch_size,
+        protocol=protocol_from_args(args),
+        device=args.device,
+        precision=args.precision,
+        progress=args.progress,
+    )
+
+
+def score_variants(
+    models: Sequence[str | Path],
+    fasta: str | Path,
+    gtf: str | Path,
+    out: str | Path,
+    *,
+    vcf: str | Path | None = None,
+    eqtls: Sequence[str | Path] | None = None,
+    min_pip: float = 0.9,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    identifiers: Sequence[str] | None = None,
+    assays: Sequence[str] | None = None,
+    stats: Sequence[str] = ("SED", "logSED"),
+    formats: Sequence[str] = ("tsv", "parquet"),
+    layout: str = "long",
+    length: int | None = None,
+    crop_bins: int | None = None,
+    allow_length: bool = False,
+    batch_size: int = 1,
+    protocol: Protocol | str = "borzoi",
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+    progress: bool = False,
+) -> dict:
+    """Score the variants of ``vcf`` or of the fine-mapped ``eqtls`` tables (one of the two) on
+    the genes around them with ``models`` (several: an ensemble) and write the scores into
+    ``out`` (module docstring); returns the ``summary.json`` content.
+
+    Each variant brings four windows of ``length`` base codes, REF and ALT forward and
+    reverse-complemented, predicted as (4, length/32 - 2 crop_bins, tracks); per gene the
+    statistics are (genes, targets) arrays over the gene's exon bins.
+
+    Args:
+        models: ``--model`` values (:func:`flashrna.zoo.resolve_model`); several form an
+            ensemble, scored by ``protocol.ensemble``.
+        fasta: indexed genome FASTA (plain or bgzip).
+        gtf: gene annotation GTF (its exon lines).
+        out: output directory.
+        vcf: variants (VCF, plain or gzip); multi-allelic lines are split.
+        eqtls: instead of ``vcf``: fine-mapped eQTL tables, whose distinct variants with PIP
+            above ``min_pip`` are scored (:func:`read_eqtls`).
+        min_pip: with ``eqtls``: the PIP threshold.
+        head: model head (default: human, else the model's first).
+        targets: track table of the head's outputs (default: the model's own).
+        identifiers: score only these tracks (a stranded track brings its partner).
+        assays: score only tracks of these assays.
+        stats: statistics of :data:`STATS` to write.
+        formats: outputs of :data:`FORMATS` (``vcf`` needs ``vcf``).
+        layout: ``long`` or ``wide`` (:data:`LAYOUTS`) for the TSV and Parquet tables.
+        length: input length in bp (default: the model's own, else 524,288).
+        crop_bins: output bins dropped at each end (default: the model's own, else 5,120).
+        allow_length: run the model on a length it was not built for.
+        batch_size: variants per batch.
+        protocol: a :class:`Protocol`, or the name of one of :data:`PROTOCOLS`.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        precision: inference precision (:func:`flashrna.model.autocast_dtype`).
+        progress: show a progress bar.
+
+    Returns:
+        The summary: counts per outcome (``scored``, ``skipped`` by reason, ``swapped``),
+        variants/s, the protocol and the settings, the variants' source, FASTA, GTF, model
+        and head.
+    """
+    if (vcf is None) == (eqtls is None):
+        raise FlashRNAError("give the variants as a VCF or as eQTL tables (one of the two)")
+    genome = Genome(fasta)
+    annotation = Annotation.read_gtf(gtf)
+    model = load_track_model(
+        models,
+        head=head,
+        targets=targets,
+        identifiers=identifiers,
+        device=device,
+        precision=precision,
+    )
+    length, crop_bins = model.geometry(length, crop_bins, allow_length)
     scorer = VariantScorer(
         model,
         genome,
         annotation,
-        columns=select_columns(model, args.assays, identifiers),
+        columns=select_columns(model, assays, identifiers),
         length=length,
         crop_bins=crop_bins,
-        batch_size=args.batch_size,
-        stats=args.stats,
-        protocol=protocol_from_args(args),
-        device=args.device,
+        batch_size=batch_size,
+        stats=stats,
+        protocol=as_protocol(protocol),
+        device=device,
     )
-    out = Path(args.out)
-    variants = list(
-        read_vcf(args.vcf) if args.vcf else eqtl_variants(read_eqtls(args.eqtls, args.min_pip))
-    )
+    out = Path(out)
+    if vcf is not None:
+        variants = list(read_vcf(vcf))
+        source = {"vcf": str(vcf)}
+    else:
+        variants = eqtl_variants(read_eqtls(eqtls, min_pip))
+        source = {"eqtls": [str(p) for p in eqtls], "min_pip": min_pip}
     summary = write_scores(
         scorer,
         variants,
         out,
-        formats=args.format,
-        layout=args.layout,
-        vcf=Path(args.vcf) if args.vcf else None,
-        progress=args.progress,
+        formats=formats,
+        layout=layout,
+        vcf=Path(vcf) if vcf is not None else None,
+        progress=progress,
     )
-    source = {"vcf": args.vcf} if args.vcf else {"eqtls": args.eqtls, "min_pip": args.min_pip}
-    summary.update(source, fasta=args.fasta, gtf=args.gtf, model=model.name, head=model.head)
+    summary.update(source, fasta=str(fasta), gtf=str(gtf), model=model.name, head=model.head)
     write_json(out / "summary.json", summary)
     log.info(
         "%d variants scored (%d with REF written in), %d skipped %s; %.2f variants/s; %s",
@@ -1040,6 +1149,7 @@ def _run_score_variants(args: argparse.Namespace) -> None:
         summary["variants_per_second"],
         out,
     )
+    return summary
 
 
 # --------------------------------------------------------------------------------------------

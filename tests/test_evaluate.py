@@ -15,12 +15,12 @@ from helpers import fixture_path, save_tiny_model
 from scipy.stats import pearsonr, spearmanr
 
 from flashrna.cli import main
-from flashrna.evaluate.eqtl import read_tissue_map, tissue_tracks
-from flashrna.evaluate.tracks import SPACES, TrackPearson
+from flashrna.evaluate.eqtl import eqtl_benchmark, read_tissue_map, tissue_tracks
+from flashrna.evaluate.tracks import SPACES, TrackPearson, evaluate_tracks
 from flashrna.model import predict
 from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError
-from flashrna.variants import eqtl_variants, read_eqtls
+from flashrna.variants import eqtl_variants, read_eqtls, score_variants
 from flashrna.zoo import load_track_model
 
 LENGTH, TARGET_BINS = 1024, 16  # 32 output bins; targets cover 16 of them
@@ -230,6 +230,36 @@ def test_cli_ensemble_and_resume(tmp_path, shards, windows, models, monkeypatch)
     assert not (out / "evaluate-tracks.state.npz").exists()
 
 
+def test_evaluate_tracks_called_directly(tmp_path, shards, windows, models):
+    """The library function, one model, the valid (fold4) windows and an assay subset: its returned
+    summary is the one it wrote, and the per-track R are scipy's on those windows."""
+    summary = evaluate_tracks(
+        [models[1].name],
+        [shards],
+        tmp_path / "direct",
+        split="valid",
+        assays=["RNA", "DNA"],
+        batch_size=3,
+        num_workers=0,
+        device="cpu",
+        precision="fp32",
+    )
+    assert summary == json.loads((tmp_path / "direct" / "summary.json").read_text())
+    assert summary["windows"] == 2 and summary["split"] == "valid"
+    assert set(summary["assays"]) == {"RNA", "DNA"}
+    tracks = pd.read_csv(tmp_path / "direct" / "tracks.csv")
+    assert list(tracks["identifier"]) == ["DNAb", "RNAa+", "RNAa-"]
+    sequences, targets, _ = windows
+    prediction = predict(models[1].module, sequences[5:], precision="fp32").numpy()[:, 8:24]
+    rows = DATA_ROWS[:3]  # the data's columns 0..2 are the model's outputs 2, 0, 1
+    x = prediction[..., rows].reshape(-1, 3).astype(np.float64)
+    y = targets[5:, :, :3].astype(np.float64).reshape(-1, 3)
+    expected = [pearsonr(x[:, k], y[:, k])[0] for k in range(3)]
+    np.testing.assert_allclose(tracks["pearson_squashed"], expected, rtol=1e-4, atol=1e-6)
+    rna = summary["assays"]["RNA"]["squashed"]["mean"]
+    assert rna == pytest.approx(np.mean(expected[1:]), abs=2e-6)
+
+
 # --------------------------------------------------------------------------------------------
 # eqtl-benchmark
 # --------------------------------------------------------------------------------------------
@@ -376,6 +406,47 @@ def test_eqtl_benchmark_end_to_end(tmp_path):
             "Adipose_Subcutaneous": included,
             "Whole_Blood": False,
         }
+
+
+def test_eqtl_benchmark_and_score_variants_called_directly(tmp_path):
+    """The library functions give what the command line writes: eqtl_benchmark scoring with
+    the model, and from the scores score_variants wrote for the eQTL tables."""
+    gtex = TrackTable.read(fixture_path("borzoi/targets_gtex.txt"))
+    tracks = gtex.take(np.flatnonzero(gtex.frame["description"] == "RNA:adipose_tissue"))
+    model = save_tiny_model(tmp_path / "model", tracks)
+    gtf, eqtls = tmp_path / "genes.gtf", tmp_path / "Adipose_Subcutaneous.tsv"
+    gtf.write_text(GTF)
+    eqtls.write_text(HEADER + tsv_rows(ADIPOSE))
+    fasta = fixture_path("genome/hg38_1m.fa.gz")
+    geometry = {"length": 4096, "crop_bins": 16, "device": "cpu"}
+    summary = eqtl_benchmark(
+        [eqtls], tmp_path / "eq", models=[model], fasta=fasta, gtf=gtf, min_variants=2, **geometry
+    )
+    common = ["--fasta", str(fasta), "--gtf", str(gtf), "--model", str(model)]
+    common += ["--length", "4096", "--crop-bins", "16", "--device", "cpu"]
+    argv = ["eqtl-benchmark", "--eqtls", str(eqtls), "--min-variants", "2", *common]
+    assert main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    assert summary == json.loads((tmp_path / "cli" / "summary.json").read_text())
+    assert summary["scores"]["length"] == 4096 and summary["scores"]["model"] == [str(model)]
+    assert summary["eqtls"] == 7 and summary["tissues"] == 1  # PIP > 0.9: 7 of the 8 pairs
+    for name in ("tissues.csv", "eqtls.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "eq" / name), pd.read_csv(tmp_path / "cli" / name)
+        )
+
+    scored = score_variants(
+        [model], fasta, gtf, tmp_path / "sv", eqtls=[eqtls], formats=["tsv"], **geometry
+    )
+    assert scored == json.loads((tmp_path / "sv" / "summary.json").read_text())
+    assert scored["eqtls"] == [str(eqtls)] and scored["min_pip"] == 0.9
+    assert scored["skipped"]["ref_mismatch"] == 1  # chr1_14680_A_C_b38: the genome has G
+    again = eqtl_benchmark(
+        [eqtls], tmp_path / "again", scores=tmp_path / "sv" / "scores.tsv", min_variants=2
+    )
+    assert again["spearman_mean"] == pytest.approx(summary["spearman_mean"])
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "again" / "eqtls.csv"), pd.read_csv(tmp_path / "eq" / "eqtls.csv")
+    )
 
 
 def test_eqtl_benchmark_uses_the_models_own_gtex_tissue_column(tmp_path):

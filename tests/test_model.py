@@ -48,6 +48,7 @@ from flashrna.model import (
     max_pool2,
     model_config,
     model_description,
+    model_info,
     parameter_counts,
     predict,
     read_model_description,
@@ -61,9 +62,10 @@ from flashrna.model import (
     up_block_in_pieces,
 )
 from flashrna.predict import predict_windows
-from flashrna.utils import FlashRNAError
+from flashrna.utils import FlashRNAError, read_json
 
-# DESIGN §2, counted from the architecture table.
+# Our own count from the layer sizes of the public FlashRNA model (deepgenomics/flashrna
+# flash_rna/models/flashrna.py), with the Borzoi heads.
 PAPER_BLOCK_PARAMETERS = {
     "trunk.stem": 30_720,
     "trunk.tower": 18_685_440,
@@ -475,7 +477,31 @@ def test_model_info_cli(capsys, tmp_path):
     )
     out = capsys.readouterr().out
     assert "202,629,069 parameters" in out
-    assert (tmp_path / "info.json").exists()
+    assert read_json(tmp_path / "info.json") == model_info("paper", 4096)
+
+
+def test_model_info_counts_presets_configurations_and_model_directories(tmp_path):
+    info = model_info("paper", 4096)
+    assert info["source"] == "preset 'paper'" and info["total_parameters"] == 202_629_069
+    for block, expected in PAPER_BLOCK_PARAMETERS.items():
+        assert info["parameters"][block] == expected, block
+    heads = info["parameters"]["heads.human"] + info["parameters"]["heads.mouse"]
+    assert heads == PAPER_OUTPUT_PARAMETERS
+    assert info["forward_flops"] == flop_counts(PRESETS["paper"], 4096)
+    assert info["config"]["heads"] == {"human": 2449, "mouse": 828}
+    # A saved model's stored configuration; the same numbers as its configuration given directly.
+    model = tiny(heads={"human": 7})
+    save_model(model, tmp_path / "m")
+    stored = model_info(tmp_path / "m", 1024)
+    assert stored["source"] == str(tmp_path / "m")
+    assert stored["parameters"] == parameter_counts(model)
+    assert stored["total_parameters"] == sum(p.numel() for p in model.parameters())
+    given = model_info(model.config, 1024)
+    assert {k: v for k, v in given.items() if k != "source"} == {
+        k: v for k, v in stored.items() if k != "source"
+    }
+    with pytest.raises(FlashRNAError, match="not a multiple of 128"):
+        model_info("tiny", 1000)
 
 
 def test_top_level_help_lists_steps(capsys):
@@ -502,9 +528,11 @@ def _conv_block(block, x):
 
 
 def reference_forward(model: FlashRNA, sequence: torch.Tensor, head: str = "human"):
-    """DESIGN §2 written out with plain PyTorch (F.max_pool1d with its indices, F.group_norm,
-    RoPE tables rebuilt in every layer, explicit softmax attention), reading the model's
-    parameters: the function every faster path must compute."""
+    """The architecture of deepgenomics/flashrna ``flash_rna/models/flashrna.py`` (stem, conv
+    tower, U-Net, RoPE transformer, decoders, heads) written out with plain PyTorch
+    (F.max_pool1d with its indices, F.group_norm, RoPE tables rebuilt in every layer, explicit
+    softmax attention), reading the model's parameters: the function every faster path must
+    compute."""
     c, trunk = model.config, model.trunk
     x = torch.eye(5)[:, :4][sequence].transpose(1, 2)
     x = F.conv1d(x, trunk.stem.weight, padding="same")

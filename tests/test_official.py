@@ -111,7 +111,9 @@ def test_imported_track_tables_equal_the_official_csvs(imported, species):
     assert list(table.gtex_tissue) == [t if isinstance(t, str) else "" for t in tissue]
     assert list(table.assay) == [t.upper() for t in expected["track_type"]]
     assert np.isnan(table.clip).all()  # not in the official tables
-    if species == "hg38":  # DESIGN §8: 1,612 tracks, 87 GTEx tracks over 37 tissues
+    # deepgenomics/flashrna data/flashrna_tracks_mapping_hg38.csv, the released models' human
+    # outputs: 1,612 tracks (271 strand pairs), 87 GTEx tracks over 37 tissues.
+    if species == "hg38":
         assert len(table) == 1612 and (table.strand_pair != np.arange(1612)).sum() == 2 * 271
         gtex = table.gtex_tissue[table.gtex_tissue != ""]
         assert len(gtex) == 87 and len(set(gtex)) == 37

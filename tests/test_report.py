@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -17,7 +16,7 @@ import pytest
 from helpers import run_in_env
 
 from flashrna.cli import main
-from flashrna.evaluate.tracks import SPACES, _summary, track_results
+from flashrna.evaluate.tracks import SPACES, track_results, track_summary
 from flashrna.finetune.rnaprops import aggregate_folds
 from flashrna.tracks import TrackTable
 from flashrna.utils import write_json
@@ -62,11 +61,12 @@ def write_tracks(out: Path, r_counts: np.ndarray, names: list[str], table=TABLE)
     r = np.stack([r_counts - 0.1, r_counts, r_counts + 0.05], axis=1)  # (models, spaces, tracks)
     assert len(SPACES) == 3
     _, per_assay = track_results(r, table, names)
-    args = SimpleNamespace(split="test", head="human")
-    dataset = SimpleNamespace(shards=SimpleNamespace(shards=["shards/hg38/fold3-0"]))
     out.mkdir(parents=True, exist_ok=True)
     per_assay.to_csv(out / "assays.csv", index=False, float_format="%.6f")
-    write_json(out / "summary.json", _summary(per_assay, names, args, 24, dataset))
+    summary = track_summary(
+        per_assay, names, split="test", head="human", windows=24, data=["shards/hg38/fold3-0"]
+    )
+    write_json(out / "summary.json", summary)
 
 
 def write_eqtl(out: Path, rho: float) -> None:
@@ -116,12 +116,10 @@ def results(tmp_path) -> Path:
     chip = TrackTable(TABLE.frame.assign(description="CHIP:x"), source="chip tracks")
     for mode, value in (("head", 0.41), ("full", 0.45)):
         _, per_assay = track_results(np.full((1, 3, 4), value), chip, [mode])
-        args = SimpleNamespace(split="test", head="chip")
-        dataset = SimpleNamespace(shards=SimpleNamespace(shards=["chip"]))
-        write_json(
-            root / "eval" / "chip" / mode / "summary.json",
-            _summary(per_assay, [mode], args, 24, dataset),
+        summary = track_summary(
+            per_assay, [mode], split="test", head="chip", windows=24, data=["chip"]
         )
+        write_json(root / "eval" / "chip" / mode / "summary.json", summary)
     write_folds(root / "finetune" / "halflife", [(v,) for v in HALFLIFE_FOLDS], ["half_life"])
     write_folds(root / "finetune" / "te", TE_FOLDS, ["TE_HEK293", "TE_HeLa"])
     return root

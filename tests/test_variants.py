@@ -21,6 +21,7 @@ from flashrna.cli import main
 from flashrna.genome import Genome, decode_sequence, encode_sequence
 from flashrna.model import Ensemble
 from flashrna.tracks import TrackTable
+from flashrna.utils import FlashRNAError
 from flashrna.variants import (
     PROTOCOLS,
     Protocol,
@@ -29,6 +30,7 @@ from flashrna.variants import (
     VariantScorer,
     parse_variant_id,
     read_vcf,
+    score_variants,
     wide_frame,
 )
 from flashrna.zoo import TrackModel
@@ -390,6 +392,30 @@ def test_every_variant_scored_or_reported(tmp_path, tiny_model, protocol):
     ]
     parquet = pd.read_parquet(result["out"] / "scores.parquet")
     pd.testing.assert_frame_equal(parquet, scores, check_dtype=False, rtol=1e-5)
+
+
+def test_score_variants_called_directly(tmp_path, tiny_model):
+    """score_variants with a protocol by name, one track and the wide layout writes and returns
+    what the command line with the same options writes."""
+    gtf = tmp_path / "genes.gtf"
+    gtf.write_text(GTF)
+    fasta, vcf = fixture_path(GENOME), fixture_path(VCF)
+    summary = score_variants(
+        [tiny_model], fasta, gtf, tmp_path / "lib", vcf=vcf, protocol="legacy",
+        identifiers=["U"], stats=["logSED"], layout="wide", length=4096, crop_bins=16,
+        batch_size=3, device="cpu",
+    )  # fmt: skip
+    options = ["--protocol", "legacy", "--tracks", "U", "--stats", "logSED", "--layout", "wide"]
+    cli = run_score_variants(tmp_path / "cli", vcf, fasta, gtf, tiny_model, *options)
+    written = pd.read_json(tmp_path / "lib" / "summary.json", typ="series")
+    for key in ("scored", "skipped", "protocol", "tracks", "vcf", "model", "length"):
+        assert summary[key] == written[key] == cli["summary"][key]
+    assert summary["protocol"] == "legacy" and summary["tracks"] == 1
+    scores = pd.read_csv(tmp_path / "lib" / "scores.tsv", sep="\t")
+    assert list(scores.columns[-1:]) == ["logSED:U"] and len(scores) > 0
+    pd.testing.assert_frame_equal(scores, cli["scores"])
+    with pytest.raises(FlashRNAError, match="one of the two"):
+        score_variants([tiny_model], fasta, gtf, tmp_path / "none")
 
 
 def test_swapping_ref_and_alt_negates_logsed(tmp_path, genome, tiny_model):

@@ -43,6 +43,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +51,7 @@ import pandas as pd
 from flashrna.annotation import Annotation
 from flashrna.genome import Genome
 from flashrna.metrics import finite_or_none
+from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError, atomic_file, read_json, write_json
 from flashrna.variants import (
     PROTOCOLS,
@@ -57,6 +59,7 @@ from flashrna.variants import (
     Protocol,
     VariantScorer,
     add_scoring_arguments,
+    as_protocol,
     eqtl_variants,
     parse_variant_id,
     protocol_from_args,
@@ -64,7 +67,8 @@ from flashrna.variants import (
     trim_version,
     wide_frame,
 )
-from flashrna.zoo import add_model_arguments, track_model_from_args, track_table_from_args
+from flashrna.zoo import add_model_arguments, load_track_model, resolve_model
+from flashrna.zoo.interface import default_head
 
 log = logging.getLogger(__name__)
 
@@ -139,28 +143,121 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
-    scoring = [args.fasta, args.gtf, args.model]
-    if args.scores and any(scoring):
+    eqtl_benchmark(
+        args.eqtls,
+        args.out,
+        scores=args.scores,
+        models=args.model,
+        fasta=args.fasta,
+        gtf=args.gtf,
+        head=args.head,
+        targets=args.targets,
+        length=args.length,
+        crop_bins=args.crop_bins,
+        allow_length=args.allow_length,
+        batch_size=args.batch_size,
+        protocol=protocol_from_args(args),
+        device=args.device,
+        precision=args.precision,
+        tissue_map=args.tissue_map,
+        min_pip=args.min_pip,
+        min_variants=args.min_variants,
+        # --tissue-count's default follows --protocol: scored pairs for flashrna 0.1's legacy.
+        tissue_count=args.tissue_count or ("scored" if args.protocol == "legacy" else "table"),
+        progress=args.progress,
+    )
+
+
+def eqtl_benchmark(
+    eqtls: Sequence[str | Path],
+    out: str | Path,
+    *,
+    scores: str | Path | None = None,
+    models: Sequence[str | Path] | None = None,
+    fasta: str | Path | None = None,
+    gtf: str | Path | None = None,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    length: int | None = None,
+    crop_bins: int | None = None,
+    allow_length: bool = False,
+    batch_size: int = 1,
+    protocol: Protocol | str = "borzoi",
+    device: str | None = "auto",
+    precision: str = "auto",
+    tissue_map: str | Path = TISSUE_MAP,
+    min_pip: float = 0.9,
+    min_variants: int = 32,
+    tissue_count: str = "table",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The GTEx fine-mapped eQTL benchmark (module docstring) of the ``eqtls`` tables: the
+    variants scored here by ``models`` on ``fasta`` and ``gtf``, or read from an earlier
+    score-variants run's ``scores`` (one or the other); writes ``tissues.csv``, ``eqtls.csv``
+    and ``summary.json`` into ``out`` and returns the summary.
+
+    Scoring runs the model on four windows per variant, REF and ALT forward and
+    reverse-complemented, (4, ``length``) base codes -> (4, ``length``/32 - 2 ``crop_bins``,
+    tracks), and keeps the logSED (genes, tracks) of the eQTL genes on the tissues' tracks.
+
+    Args:
+        eqtls: fine-mapped eQTL tables (TSV, optionally gzip/bgzip; module docstring).
+        out: output directory.
+        scores: a score-variants ``scores.tsv``/``scores.parquet`` (long or wide, with
+            ``tracks.tsv`` and ``skipped.tsv`` beside it) or a ``sed.h5`` (also Borzoi's).
+        models: instead of ``scores``: ``--model`` values (:func:`flashrna.zoo.resolve_model`;
+            several: an ensemble), with ``fasta`` (indexed genome) and ``gtf`` (annotation).
+        fasta: genome FASTA for scoring.
+        gtf: gene annotation GTF for scoring.
+        head: model head (default: human, else the model's first).
+        targets: track table of the head's outputs (default: the model's own).
+        length: input length in bp (default: the model's own, else 524,288).
+        crop_bins: output bins dropped at each end (default: the model's own, else 5,120).
+        allow_length: run the model on a length it was not built for.
+        batch_size: variants per batch.
+        protocol: a :class:`~flashrna.variants.Protocol`, or the name of one of
+            :data:`~flashrna.variants.PROTOCOLS`.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        precision: inference precision (:func:`flashrna.model.autocast_dtype`).
+        tissue_map: GTEx tissue -> track description table, used when the head's track table
+            has no ``gtex_tissue`` column.
+        min_pip: keep eQTLs with PIP above this.
+        min_variants: a tissue counts when it has more pairs than this.
+        tissue_count: what ``min_variants`` is compared with (:data:`TISSUE_COUNTS`):
+            ``table`` (Borzoi: the tissue's pairs in the table) or ``scored`` (its scored pairs,
+            as flashrna 0.1's legacy protocol counted).
+        progress: show a progress bar while scoring.
+
+    Returns:
+        The summary: ``spearman_mean`` over the counted tissues, their number, the eQTL and
+        variant counts with the variants' outcomes, the settings and the protocol in words.
+    """
+    scoring = [fasta, gtf, models]
+    if scores and any(scoring):
         raise FlashRNAError("give either --scores or --fasta, --gtf and a --model")
-    if not args.scores and not all(scoring):
+    if not scores and not all(scoring):
         raise FlashRNAError("give --fasta, --gtf and --model (or --scores)")
-    eqtls = read_eqtls(args.eqtls, args.min_pip)
-    if eqtls.empty:
-        raise FlashRNAError(f"no eQTL with PIP > {args.min_pip} in {', '.join(args.eqtls)}")
-    identifiers, descriptions, tissues, source = _head_tracks(args)
-    if tissues is not None:  # the model's own GTEx tissue column
-        rows = {t: np.flatnonzero(tissues == t) for t in dict.fromkeys(eqtls["tissue"])}
-        tissue_map = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
+    paths = [str(p) for p in eqtls]
+    fine_mapped = read_eqtls(paths, min_pip)
+    if fine_mapped.empty:
+        raise FlashRNAError(f"no eQTL with PIP > {min_pip} in {', '.join(paths)}")
+    if scores:
+        identifiers, descriptions, tissues, source = scored_tracks(scores)
     else:
-        tissue_map = read_tissue_map(args.tissue_map)
-        unmapped = sorted(set(eqtls["tissue"]) - set(tissue_map))
+        identifiers, descriptions, tissues, source = _head_tracks(models[0], head, targets)
+    if tissues is not None:  # the model's own GTEx tissue column
+        rows = {t: np.flatnonzero(tissues == t) for t in dict.fromkeys(fine_mapped["tissue"])}
+        tissue_descriptions = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
+    else:
+        tissue_descriptions = read_tissue_map(tissue_map)
+        unmapped = sorted(set(fine_mapped["tissue"]) - set(tissue_descriptions))
         if unmapped:
             raise FlashRNAError(
-                f"tissue(s) {', '.join(unmapped)} have no row in {args.tissue_map}; add them there"
+                f"tissue(s) {', '.join(unmapped)} have no row in {tissue_map}; add them there"
             )
         rows = {
-            t: tissue_tracks(identifiers, descriptions, tissue_map[t])
-            for t in dict.fromkeys(eqtls["tissue"])
+            t: tissue_tracks(identifiers, descriptions, tissue_descriptions[t])
+            for t in dict.fromkeys(fine_mapped["tissue"])
         }
     without = [t for t, r in rows.items() if len(r) == 0]
     if without:
@@ -169,117 +266,153 @@ def _run_eqtl_benchmark(args: argparse.Namespace) -> None:
     if not tissue_identifiers:
         raise FlashRNAError(f"{source}: no GTEx tracks for any tissue of the eQTLs")
     needed = list(dict.fromkeys(i for ids in tissue_identifiers.values() for i in ids))
-    if args.scores:
-        scores, variants = read_scores(args.scores, eqtls, needed)
-        protocol = scores_protocol(args.scores)
+    if scores:
+        pair_scores, variants = read_scores(scores, fine_mapped, needed)
+        protocol_words = scores_protocol(scores)
     else:
-        scores, variants, protocol = score_eqtl_variants(args, eqtls, needed)
-    count = args.tissue_count or ("scored" if args.protocol == "legacy" else "table")
+        model = load_track_model(
+            models,
+            head=head,
+            targets=targets,
+            identifiers=needed,
+            device=device,
+            precision=precision,
+        )
+        # The summary records the length and crop used (the model's own unless given).
+        length, crop_bins = model.geometry(length, crop_bins, allow_length)
+        scorer = VariantScorer(
+            model,
+            Genome(fasta),
+            Annotation.read_gtf(gtf),
+            columns=model.columns(needed),
+            length=length,
+            crop_bins=crop_bins,
+            batch_size=batch_size,
+            stats=["logSED"],
+            protocol=as_protocol(protocol),
+            device=device,
+        )
+        pair_scores, variants = score_eqtl_variants(scorer, fine_mapped, needed, progress)
+        protocol_words = scorer.protocol.words()
     per_pair, per_tissue = tissue_spearman(
-        eqtls, scores, variants, tissue_identifiers, tissue_map, args.min_variants, count
+        fine_mapped,
+        pair_scores,
+        variants,
+        tissue_identifiers,
+        tissue_descriptions,
+        min_variants,
+        tissue_count,
     )
     included = per_tissue[per_tissue["included"]]
-    out = Path(args.out)
+    out = Path(out)
     with atomic_file(out / "tissues.csv") as handle:
         per_tissue.to_csv(handle, index=False, float_format="%.6f")
     with atomic_file(out / "eqtls.csv") as handle:
         per_pair.to_csv(handle, index=False, float_format="%.6g")
     mean = finite_or_none(included["spearman"].mean()) if len(included) else None
-    counted = "in the table" if count == "table" else "scored"
-    write_json(
-        out / "summary.json",
-        {
-            "spearman_mean": mean,
-            "tissues": len(included),
-            "tissues_without_tracks": without,
-            "eqtls": len(eqtls),
-            "variants": int(eqtls["variant"].nunique()),
-            "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
-            "min_pip": args.min_pip,
-            "min_variants": args.min_variants,
-            "tissue_tracks": "the model's gtex_tissue column"
-            if tissues is not None
-            else str(args.tissue_map),
-            "tissue_count": count,
-            "protocol": protocol,
-            "protocol_description": (
-                f"logSED by the {protocol} protocol of flashrna score-variants; tissues with "
-                f"more than {args.min_variants} fine-mapped pairs {counted} (PIP > {args.min_pip})"
-            ),
-            "scores": args.scores
-            or {
-                "length": args.length,
-                "crop_bins": args.crop_bins,
-                "model": args.model,
-                "head": args.head,
-            },
+    counted = "in the table" if tissue_count == "table" else "scored"
+    summary = {
+        "spearman_mean": mean,
+        "tissues": len(included),
+        "tissues_without_tracks": without,
+        "eqtls": len(fine_mapped),
+        "variants": int(fine_mapped["variant"].nunique()),
+        "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
+        "min_pip": min_pip,
+        "min_variants": min_variants,
+        "tissue_tracks": "the model's gtex_tissue column"
+        if tissues is not None
+        else str(tissue_map),
+        "tissue_count": tissue_count,
+        "protocol": protocol_words,
+        "protocol_description": (
+            f"logSED by the {protocol_words} protocol of flashrna score-variants; tissues with "
+            f"more than {min_variants} fine-mapped pairs {counted} (PIP > {min_pip})"
+        ),
+        "scores": str(scores)
+        if scores
+        else {
+            "length": length,
+            "crop_bins": crop_bins,
+            "model": [str(m) for m in models],
+            "head": head,
         },
-    )
+    }
+    write_json(out / "summary.json", summary)
     log.info("mean Spearman over %d tissues: %s", len(included), mean)
+    return summary
 
 
-def _head_tracks(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """Identifiers, descriptions and GTEx tissues (None without that column) of the tracks that
-    can be scored, and where they come from: the ``tracks.tsv`` beside ``--scores`` (or a
-    ``sed.h5``'s targets), else the head's table (without loading weights)."""
-    if args.scores:
-        path = Path(args.scores).parent / "tracks.tsv"
-        if Path(args.scores).suffix == ".h5" and not path.exists():
-            frame = _read_h5(args.scores, ["target_ids", "target_labels"])
-            return frame["target_ids"], frame["target_labels"], None, str(args.scores)
-        try:
-            listed = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-        except FileNotFoundError:
-            raise FlashRNAError(
-                f"{path}: not found (score-variants writes it beside its scores)"
-            ) from None
-        identifiers, descriptions = listed["identifier"].to_numpy(), listed["description"]
-        tissues = listed["gtex_tissue"].to_numpy() if "gtex_tissue" in listed else None
-        source = str(path)
+def scored_tracks(scores: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """Identifiers, descriptions and GTEx tissues (None without that column) of the tracks of a
+    score-variants run, and where they come from: the ``tracks.tsv`` beside ``scores``, or a
+    ``sed.h5``'s targets."""
+    scores = Path(scores)
+    path = scores.parent / "tracks.tsv"
+    if scores.suffix == ".h5" and not path.exists():
+        frame = _read_h5(scores, ["target_ids", "target_labels"])
+        return frame["target_ids"], frame["target_labels"], None, str(scores)
+    try:
+        listed = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise FlashRNAError(
+            f"{path}: not found (score-variants writes it beside its scores)"
+        ) from None
+    tissues = listed["gtex_tissue"].to_numpy() if "gtex_tissue" in listed else None
+    return (
+        listed["identifier"].to_numpy(),
+        listed["description"].to_numpy(),
+        _used_tissues(tissues),
+        str(path),
+    )
+
+
+def _head_tracks(
+    model: str | Path, head: str | None, targets: str | Path | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """:func:`scored_tracks` of the tracks of ``model``'s ``head`` (its table ``targets``,
+    default its own), without loading weights."""
+    if targets:
+        table = TrackTable.read(targets)
     else:
-        table = track_table_from_args(args)
-        identifiers, descriptions = table.identifier, table.frame["description"]
-        tissues, source = table.gtex_tissue, table.source
-    if tissues is not None and not (tissues != "").any():
-        tissues = None  # an empty column: use the map
-    return identifiers, descriptions.to_numpy(), tissues, source
+        source = resolve_model(model)
+        table = source.track_table(head or default_head(source))
+    return (
+        table.identifier,
+        table.frame["description"].to_numpy(),
+        _used_tissues(table.gtex_tissue),
+        table.source,
+    )
+
+
+def _used_tissues(tissues: np.ndarray | None) -> np.ndarray | None:
+    """A ``gtex_tissue`` column, or None when it is absent or empty (then the map is used)."""
+    return tissues if tissues is not None and (tissues != "").any() else None
 
 
 def score_eqtl_variants(
-    args: argparse.Namespace, eqtls: pd.DataFrame, identifiers: Sequence[str]
-) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """logSED of the eQTL variants on the tracks ``identifiers``, kept for the eQTL genes.
+    scorer: VariantScorer,
+    eqtls: pd.DataFrame,
+    identifiers: Sequence[str],
+    progress: bool = False,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """logSED of the eQTL variants by ``scorer`` (whose columns are the tracks ``identifiers``),
+    kept for the eQTL genes.
 
-    Returns the scores (``variant ref gene`` + ``logSED:<identifier>``), indexed by variant its
-    ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS` entry), and the
-    protocol's name."""
-    model = track_model_from_args(args, identifiers)
-    # The summary records the length and crop used (the model's own unless given).
-    args.length, args.crop_bins = model.geometry(args.length, args.crop_bins, args.allow_length)
-    scorer = VariantScorer(
-        model,
-        Genome(args.fasta),
-        Annotation.read_gtf(args.gtf),
-        columns=model.columns(identifiers),
-        length=args.length,
-        crop_bins=args.crop_bins,
-        batch_size=args.batch_size,
-        stats=["logSED"],
-        protocol=protocol_from_args(args),
-        device=args.device,
-    )
+    Returns the scores (``variant ref gene`` + ``logSED:<identifier>``) and, indexed by variant,
+    its ``outcome`` (``scored`` or a :data:`~flashrna.variants.SKIP_REASONS` entry)."""
     variants = pd.DataFrame({"outcome": "scored"}, index=list(dict.fromkeys(eqtls["variant"])))
     pairs = set(zip(eqtls["variant"], eqtls["gene"], strict=True))
     columns = [f"logSED:{i}" for i in identifiers]
     kept = []
-    for batch, skipped in scorer.run(eqtl_variants(eqtls), args.progress):
+    for batch, skipped in scorer.run(eqtl_variants(eqtls), progress):
         for item in skipped:
             variants.loc[item.variant.id, "outcome"] = item.reason
         if batch:
             kept.append(_eqtl_rows(wide_frame(scorer, batch), pairs, columns))
     empty = pd.DataFrame(columns=["variant", "ref", "gene", *columns])
     scores = pd.concat(kept, ignore_index=True) if kept else empty
-    return scores, variants, scorer.protocol.words()
+    return scores, variants
 
 
 def scores_protocol(path: str | Path) -> str:

@@ -37,6 +37,7 @@ import logging
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,7 +48,7 @@ from flashrna.model import BIN_SIZE, check_input_length, predict, take_bins
 from flashrna.tracks import TrackTable, unsquash
 from flashrna.utils import FlashRNAError, atomic_file, atomic_path, resolve_device, write_json
 from flashrna.variants import read_identifiers
-from flashrna.zoo import TrackModel, add_model_arguments, resolve_model, track_model_from_args
+from flashrna.zoo import TrackModel, add_model_arguments, load_track_model, resolve_model
 from flashrna.zoo.interface import default_head
 
 log = logging.getLogger(__name__)
@@ -214,36 +215,126 @@ def register_evaluate_tracks(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_evaluate_tracks(args: argparse.Namespace) -> None:
+    evaluate_tracks(
+        args.model,
+        args.shards,
+        args.out,
+        split=args.split,
+        head=args.head,
+        targets=args.targets,
+        assays=args.assays,
+        identifiers=read_identifiers(args.tracks),
+        shared_tracks=args.shared_tracks,
+        length=args.length,
+        allow_length=args.allow_length,
+        fasta=args.fasta,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        max_windows=args.max_windows,
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+        precision=args.precision,
+    )
+
+
+def evaluate_tracks(
+    models: Sequence[str | Path],
+    shards: Sequence[str | Path],
+    out: str | Path,
+    *,
+    split: str = "test",
+    head: str | None = None,
+    targets: str | Path | None = None,
+    assays: Sequence[str] | None = None,
+    identifiers: Sequence[str] | None = None,
+    shared_tracks: bool = False,
+    length: int | None = None,
+    allow_length: bool = False,
+    fasta: str | Path | None = None,
+    batch_size: int = 2,
+    num_workers: int = 2,
+    max_windows: int | None = None,
+    checkpoint_every: int = 50,
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+) -> dict[str, Any]:
+    """Per-track Pearson R of a model (several ``models``: their ensemble) on the windows of
+    ``split`` in ``shards``, in the three :data:`SPACES`; writes ``tracks.csv``, ``assays.csv``
+    and ``summary.json`` into ``out`` (module docstring) and returns the summary.
+
+    Each batch of windows, ``sequence`` (B, L) of base codes, is predicted forward and
+    reverse-complemented and averaged, (B, L/32 - 2 crop, model tracks) in the model's squashed
+    space (``crop``: the bins at each end outside every window's targets), and compared on the
+    data's tracks with the stored ``targets`` (B, bins, tracks) from each window's
+    ``crop_start``.
+
+    Args:
+        models: ``--model`` values (:func:`flashrna.zoo.resolve_model`): a model directory, an
+            official checkpoint or a borzoi-pytorch name; several form an ensemble.
+        shards: shard directories or folders of shards (:class:`flashrna.data.ShardSet`).
+        out: output directory; it also holds the resumable state while the run goes on.
+        split: ``train``, ``valid`` or ``test`` (fold3).
+        head: model head (default: human, else the model's first).
+        targets: track table of the head's outputs (default: the model's own).
+        assays: evaluate only the data's tracks of these assays.
+        identifiers: evaluate only the data's tracks with these identifiers.
+        shared_tracks: keep only the data's tracks (of ``identifiers``) the head predicts.
+        length: model input length in bp (default: the stored windows'); ``fasta`` supplies
+            the flanks beyond the stored sequence.
+        allow_length: run the model on a length it was not built for.
+        fasta: genome FASTA for the flanks when ``length`` exceeds the stored windows.
+        batch_size: windows per batch.
+        num_workers: data loader processes.
+        max_windows: evaluate only the first this many windows of the split.
+        checkpoint_every: batches between saved resumable states; a rerun with the same
+            settings continues after the windows done.
+        device: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+        precision: inference precision (:func:`flashrna.model.autocast_dtype`).
+
+    Returns:
+        The ``summary.json`` content: ``split``, ``windows``, ``data``, ``models``, ``head``,
+        ``spaces`` and per assay its track count and per space the mean (and sd over the models)
+        of the per-track Pearson R.
+    """
     from tqdm.auto import tqdm
 
     from flashrna.data import TrackDataset, make_loader
 
-    identifiers = read_identifiers(args.tracks)
-    if args.shared_tracks:
-        identifiers = shared_identifiers(args, identifiers)
+    shards = [str(s) for s in shards]
+    if shared_tracks:
+        identifiers = shared_identifiers(
+            models[0], shards, split, head=head, targets=targets, identifiers=identifiers
+        )
     dataset = TrackDataset(
-        args.shards,
-        split=args.split,
-        assays=args.assays,
+        shards,
+        split=split,
+        assays=assays,
         identifiers=identifiers,
-        genome=args.fasta,
-        seq_length=args.length,
+        genome=fasta,
+        seq_length=length,
     )
-    total = min(len(dataset), args.max_windows or len(dataset))
+    total = min(len(dataset), max_windows or len(dataset))
     if total == 0:
-        raise FlashRNAError(f"{', '.join(args.shards)}: no windows in split '{args.split}'")
-    model = track_model_from_args(args, dataset.tracks.identifier)
-    check_input_length(model.description, dataset.seq_length, model.name, args.allow_length)
-    models = [model]
-    names = [m.name for m in models]
-    evaluation = TrackPearson(models, dataset.tracks, args.device)
-    out = Path(args.out)
+        raise FlashRNAError(f"{', '.join(shards)}: no windows in split '{split}'")
+    model = load_track_model(
+        models,
+        head=head,
+        targets=targets,
+        identifiers=dataset.tracks.identifier,
+        device=device,
+        precision=precision,
+    )
+    check_input_length(model.description, dataset.seq_length, model.name, allow_length)
+    names = [model.name]
+    evaluation = TrackPearson([model], dataset.tracks, device)
+    out = Path(out)
+    data = [str(p) for p in dataset.shards.shards]
     fingerprint = json.dumps(
         {
-            "data": [str(p) for p in dataset.shards.shards],
-            "split": args.split,
+            "data": data,
+            "split": split,
             "models": names,
-            "head": args.head,
+            "head": head,
             "tracks": hashlib.sha1("\t".join(dataset.tracks.identifier).encode()).hexdigest(),
             "length": dataset.seq_length,
             "windows": total,
@@ -252,11 +343,11 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
     _resume(evaluation, out / STATE_FILE, fingerprint)
     loader = make_loader(
         dataset,
-        args.batch_size,
+        batch_size,
         shuffle=False,
         start=evaluation.windows,
         even_shards=False,
-        num_workers=args.num_workers,
+        num_workers=num_workers,
         pin_memory=evaluation.device.type == "cuda",
     )
     bar = tqdm(total=total, initial=evaluation.windows, unit="window", desc="evaluate-tracks")
@@ -266,7 +357,7 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
             break
         evaluation.update({k: v[:left] for k, v in batch.items()})
         bar.update(min(left, len(batch["index"])))
-        if step % args.checkpoint_every == 0 and evaluation.windows < total:
+        if step % checkpoint_every == 0 and evaluation.windows < total:
             _save_state(evaluation, out / STATE_FILE, fingerprint)
     bar.close()
     per_track, per_assay = track_results(evaluation.compute(), dataset.tracks, names)
@@ -274,7 +365,8 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
         per_track.to_csv(handle, index=False, float_format="%.6f")
     with atomic_file(out / "assays.csv") as handle:
         per_assay.to_csv(handle, index=False, float_format="%.6f")
-    write_json(out / "summary.json", _summary(per_assay, names, args, total, dataset))
+    summary = track_summary(per_assay, names, split=split, head=head, windows=total, data=data)
+    write_json(out / "summary.json", summary)
     (out / STATE_FILE).unlink(missing_ok=True)
     for row in per_assay.itertuples(index=False):
         log.info(
@@ -286,23 +378,33 @@ def _run_evaluate_tracks(args: argparse.Namespace) -> None:
             row.pearson_counts,
             row.pearson_log,
         )
+    return summary
 
 
-def shared_identifiers(args: argparse.Namespace, identifiers: list[str] | None) -> list[str]:
-    """The identifiers of the data's tracks (of ``identifiers`` when given) that the model's
-    head predicts, in the data's order."""
+def shared_identifiers(
+    model: str | Path,
+    shards: Sequence[str | Path],
+    split: str,
+    *,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    identifiers: Sequence[str] | None = None,
+) -> list[str]:
+    """The identifiers of the tracks of ``shards`` (of ``identifiers`` when given) that the
+    ``head`` of ``model`` (its table ``targets``, default its own) predicts, in the data's
+    order; weights are not loaded."""
     from flashrna.data import ShardSet
 
-    source = resolve_model(args.model[0])
-    head = args.head or default_head(source)
-    model = TrackTable.read(args.targets) if args.targets else source.track_table(head)
-    known = set(model.identifier) & set(
-        identifiers if identifiers is not None else model.identifier
+    source = resolve_model(model)
+    head = head or default_head(source)
+    table = TrackTable.read(targets) if targets else source.track_table(head)
+    known = set(table.identifier) & set(
+        identifiers if identifiers is not None else table.identifier
     )
-    data = ShardSet(args.shards, split=args.split).tracks
+    data = ShardSet(shards, split=split).tracks
     shared = [i for i in data.identifier if i in known]
     if not shared:
-        raise FlashRNAError(f"{model.source}: predicts none of the tracks of {data.source}")
+        raise FlashRNAError(f"{table.source}: predicts none of the tracks of {data.source}")
     log.info("%d of the data's %d tracks are the model's", len(shared), len(data))
     return shared
 
@@ -328,7 +430,18 @@ def _save_state(evaluation: TrackPearson, path: Path, fingerprint: str) -> None:
         )
 
 
-def _summary(per_assay: pd.DataFrame, names, args, windows: int, dataset) -> dict:
+def track_summary(
+    per_assay: pd.DataFrame,
+    names: Sequence[str],
+    *,
+    split: str,
+    head: str | None,
+    windows: int,
+    data: Sequence[str],
+) -> dict[str, Any]:
+    """``summary.json`` of evaluate-tracks from :func:`track_results`' ``assays.csv`` frame:
+    the settings (``split``, ``head``, the ``windows`` evaluated, the shards ``data``) and per
+    assay the mean and sd over the models ``names`` of each space's Pearson R."""
     models = per_assay[per_assay["model"].isin(names)]
     assays: dict = {}
     for assay, group in models.groupby("assay", sort=False):
@@ -341,11 +454,11 @@ def _summary(per_assay: pd.DataFrame, names, args, windows: int, dataset) -> dic
                 "values": [finite_or_none(v) for v in values],
             }
     return {
-        "split": args.split,
+        "split": split,
         "windows": windows,
-        "data": [str(p) for p in dataset.shards.shards],
-        "models": names,
-        "head": args.head,
+        "data": list(data),
+        "models": list(names),
+        "head": head,
         "spaces": {
             "squashed": "as stored",
             "counts": "inverse-transformed (Table 1)",
