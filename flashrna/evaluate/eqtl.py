@@ -245,20 +245,9 @@ def eqtl_benchmark(
         identifiers, descriptions, tissues, source = scored_tracks(scores)
     else:
         identifiers, descriptions, tissues, source = _head_tracks(models[0], head, targets)
-    if tissues is not None:  # the model's own GTEx tissue column
-        rows = {t: np.flatnonzero(tissues == t) for t in dict.fromkeys(fine_mapped["tissue"])}
-        tissue_descriptions = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
-    else:
-        tissue_descriptions = read_tissue_map(tissue_map)
-        unmapped = sorted(set(fine_mapped["tissue"]) - set(tissue_descriptions))
-        if unmapped:
-            raise FlashRNAError(
-                f"tissue(s) {', '.join(unmapped)} have no row in {tissue_map}; add them there"
-            )
-        rows = {
-            t: tissue_tracks(identifiers, descriptions, tissue_descriptions[t])
-            for t in dict.fromkeys(fine_mapped["tissue"])
-        }
+    rows, tissue_descriptions, tissue_rule = gtex_tissue_tracks(
+        fine_mapped["tissue"], identifiers, descriptions, tissues, tissue_map
+    )
     without = [t for t, r in rows.items() if len(r) == 0]
     if without:
         log.warning("no GTEx tracks for tissue(s) %s in %s", ", ".join(without), source)
@@ -320,9 +309,7 @@ def eqtl_benchmark(
         "variant_outcomes": {k: int(v) for k, v in variants["outcome"].value_counts().items()},
         "min_pip": min_pip,
         "min_variants": min_variants,
-        "tissue_tracks": "the model's gtex_tissue column"
-        if tissues is not None
-        else str(tissue_map),
+        "tissue_tracks": tissue_rule,
         "tissue_count": tissue_count,
         "protocol": protocol_words,
         "protocol_description": (
@@ -388,6 +375,37 @@ def _head_tracks(
 def _used_tissues(tissues: np.ndarray | None) -> np.ndarray | None:
     """A ``gtex_tissue`` column, or None when it is absent or empty (then the map is used)."""
     return tissues if tissues is not None and (tissues != "").any() else None
+
+
+def gtex_tissue_tracks(
+    tissues: Sequence[str],
+    identifiers: np.ndarray,
+    descriptions: np.ndarray,
+    gtex_tissues: np.ndarray | None,
+    tissue_map: str | Path = TISSUE_MAP,
+) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
+    """Each GTEx tissue's tracks among tracks given by their (T,) ``identifiers``,
+    ``descriptions`` and ``gtex_tissues`` (None, or all "", without that column): the tracks
+    whose own GTEx tissue is the tissue when there is one (the released FlashRNA models), else
+    the GTEx tracks of the tissue's description in ``tissue_map``
+    (:func:`tissue_tracks`; a tissue without a row there is an error).
+
+    Returns per tissue its track positions (int64; empty when it has none) and its
+    description(s) (``;``-joined), and the rule used, in words for a summary."""
+    tissues = list(dict.fromkeys(tissues))
+    if gtex_tissues is not None and (np.asarray(gtex_tissues, dtype=str) != "").any():
+        gtex_tissues = np.asarray(gtex_tissues, dtype=str)
+        rows = {t: np.flatnonzero(gtex_tissues == t) for t in tissues}
+        described = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
+        return rows, described, "the model's gtex_tissue column"
+    mapping = read_tissue_map(tissue_map)
+    unmapped = sorted(set(tissues) - set(mapping))
+    if unmapped:
+        raise FlashRNAError(
+            f"tissue(s) {', '.join(unmapped)} have no row in {tissue_map}; add them there"
+        )
+    rows = {t: tissue_tracks(identifiers, descriptions, mapping[t]) for t in tissues}
+    return rows, {t: mapping[t] for t in tissues}, str(tissue_map)
 
 
 def score_eqtl_variants(

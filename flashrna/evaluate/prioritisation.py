@@ -9,16 +9,17 @@ INFO keys ``MT`` (trait), ``PI`` (the matched positive) are not needed here). ``
 folder of such pairs (as calico/borzoi's ``borzoi_gtex_coef_sed.py`` globs ``*_pos.vcf`` and
 swaps ``_pos.`` for ``_neg.``), ``--vcfs`` the ``_pos`` files themselves.
 
-Score (Flashzoi's): the variant at index L // 2 of an L-bp window (:meth:`Genome.variant_windows`,
-N beyond contig ends); reference and alternative predicted forward + reverse-complement averaged
+Score (Flashzoi's): the variant at index L // 2 of an L-bp window (:meth:`Genome.variant_windows`, N
+beyond contig ends); reference and alternative predicted forward + reverse-complement averaged
 (:func:`flashrna.model.predict`; ``--no-rc``: forward only), ``--crop-bins`` dropped at each end
 (Flashzoi: 16 of 16,384), inverse-transformed to counts (``--units squashed`` keeps the stored
 scale); per track the Euclidean norm over the bins of log2(alt + 1) - log2(ref + 1); a tissue's
-score is that norm averaged over the tissue's GTEx tracks (:func:`gtex_tissue_tracks`: the tracks
-whose own ``gtex_tissue`` is the tissue when the model's track table has that column, as the
-released FlashRNA models' do; else the tissue map and rule of :mod:`flashrna.evaluate.eqtl`).
-Every distinct variant is predicted once, on the union of the tissues' tracks. Variants that
-cannot be scored (not a SNV, REF not in the genome, contig missing) are left out and counted.
+score is that norm averaged over the tissue's GTEx tracks
+(:func:`~flashrna.evaluate.eqtl.gtex_tissue_tracks`: the tracks whose own ``gtex_tissue`` is the
+tissue when the model's track table has that column, as the released FlashRNA models' do; else the
+tissue map and rule of :mod:`flashrna.evaluate.eqtl`). Every distinct variant is predicted once, on
+the union of the tissues' tracks. Variants that cannot be scored (not a SNV, REF not in the genome,
+contig missing) are left out and counted.
 
 Per tissue: AUROC of the score, positives against negatives, with a bootstrap 95 % interval
 (:mod:`flashrna.evaluate.stats`); the benchmark is the mean AUROC over the tissues with at least
@@ -41,7 +42,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from flashrna.evaluate.eqtl import TISSUE_MAP, read_tissue_map, tissue_tracks
+from flashrna.evaluate.eqtl import TISSUE_MAP, gtex_tissue_tracks
 from flashrna.evaluate.stats import auroc, bootstrap
 from flashrna.genome import Genome, ReferenceMismatchError
 from flashrna.metrics import finite_or_none
@@ -149,37 +150,6 @@ def l2fc_norms(
     if pending:
         flush()
     return norms, skipped
-
-
-def gtex_tissue_tracks(
-    tissues: Sequence[str],
-    identifiers: np.ndarray,
-    descriptions: np.ndarray,
-    gtex_tissues: np.ndarray | None,
-    tissue_map: str | Path = TISSUE_MAP,
-) -> tuple[dict[str, np.ndarray], dict[str, str], str]:
-    """Each GTEx tissue's tracks among tracks given by their (T,) ``identifiers``,
-    ``descriptions`` and ``gtex_tissues`` (None, or all "", without that column): the tracks
-    whose own GTEx tissue is the tissue when there is one (the released FlashRNA models), else
-    the GTEx tracks of the tissue's description in ``tissue_map``
-    (:func:`~flashrna.evaluate.eqtl.tissue_tracks`; a tissue without a row there is an error).
-
-    Returns per tissue its track positions (int64; empty when it has none) and its
-    description(s) (``;``-joined), and the rule used, in words for a summary."""
-    tissues = list(dict.fromkeys(tissues))
-    if gtex_tissues is not None and (np.asarray(gtex_tissues, dtype=str) != "").any():
-        gtex_tissues = np.asarray(gtex_tissues, dtype=str)
-        rows = {t: np.flatnonzero(gtex_tissues == t) for t in tissues}
-        described = {t: ";".join(dict.fromkeys(descriptions[r])) for t, r in rows.items()}
-        return rows, described, "the model's gtex_tissue column"
-    mapping = read_tissue_map(tissue_map)
-    unmapped = sorted(set(tissues) - set(mapping))
-    if unmapped:
-        raise FlashRNAError(
-            f"tissue(s) {', '.join(unmapped)} have no row in {tissue_map}; add them there"
-        )
-    rows = {t: tissue_tracks(identifiers, descriptions, mapping[t]) for t in tissues}
-    return rows, {t: mapping[t] for t in tissues}, str(tissue_map)
 
 
 def tissue_aurocs(
