@@ -495,7 +495,6 @@ def add_value_arguments(parser: argparse.ArgumentParser, length: int = 524_288) 
     group.add_argument(
         "--autocast", action="store_true", help="bf16 autocast on CUDA (faster, less exact)"
     )
-    group.add_argument("--progress", action="store_true", help="show progress bars")
     add_track_arguments(parser)
     add_model_arguments(parser, precision=False)  # --autocast: gradients are exact by default
 

@@ -420,6 +420,7 @@ def _run_predict(args: argparse.Namespace) -> None:
         space=args.space,
         identifiers=args.tracks,
         assays=args.assays,
+        progress=args.progress,
     )
 
 

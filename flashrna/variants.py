@@ -1002,7 +1002,6 @@ def register_score_variants(parser: argparse.ArgumentParser) -> None:
         help="tsv/parquet: long (a row per variant, gene, track) or wide (a column per "
         "statistic and track)",
     )
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(run=_run_score_variants)
 
 

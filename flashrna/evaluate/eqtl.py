@@ -138,7 +138,6 @@ def register_eqtl_benchmark(parser: argparse.ArgumentParser) -> None:
         help="count a tissue's pairs in the table (Borzoi; the default) or its scored pairs "
         "(--protocol legacy)",
     )
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
     parser.set_defaults(run=_run_eqtl_benchmark)
 
 

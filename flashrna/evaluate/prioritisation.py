@@ -340,7 +340,6 @@ def register_eqtl_prioritisation(parser: argparse.ArgumentParser) -> None:
         help="a tissue enters the mean with at least this many scored positives and negatives",
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--progress", action="store_true", help="show a progress bar")
     add_model_arguments(parser)
     parser.set_defaults(run=_run_eqtl_prioritisation)
 
