@@ -325,6 +325,13 @@ def test_demo_runs_end_to_end_then_does_nothing(tmp_path):
     assert numbers["table1 FlashRNA RNA"] > 0.1, message
     assert numbers["figure2 FlashRNA 4"] > 0.2, message  # the ensemble's eQTL Spearman
     assert numbers["table3 FlashRNA head-only ChIP-seq"] > 0.2, message
+    # Flashzoi's benchmarks on the planted eQTLs, enhancers and edits (chance: AUROC 0.5, AUPRC
+    # the positive rate, r 0).
+    flashzoi = pd.read_csv(results / "tables" / "flashzoi_benchmarks.csv")
+    ensemble = flashzoi[flashzoi["model"] == "FlashRNA ensemble 4"].set_index("metric")["mean"]
+    assert ensemble["eQTL AUROC"] > 0.7, ensemble
+    assert ensemble["FlowFISH r promoter"] > 0.5, ensemble
+    assert (results / "figures" / "flashzoi_benchmarks.png").stat().st_size > 0
 
     again = run_snakemake(tmp_path, "--configfile", "config/demo.yaml", "--cores", "2")
     assert again.returncode == 0, again.stderr[-3000:]
