@@ -1258,7 +1258,7 @@ def make_crispri(data: SpeciesData, spec: DemoSpec, rng: np.random.Generator) ->
     the benchmark)."""
     activated = [g for g in data.genes if g.counts["ACT1"] + g.counts["ACT2"] > 0]
     silent = [g for g in data.genes if g.counts["ACT1"] + g.counts["ACT2"] == 0]
-    half = spec.crispri_genes // 2
+    half = min(spec.crispri_genes // 2, len(activated), len(silent))  # a small spec has few
     chosen = [activated[i] for i in rng.choice(len(activated), half, replace=False)]
     chosen += [silent[i] for i in rng.choice(len(silent), half, replace=False)]
     rows = []

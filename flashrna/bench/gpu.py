@@ -8,11 +8,12 @@ on. Stages, in the order they run (the longest last):
 - ``ceilings``: a large bf16 matrix product (TFLOP/s on random data) and a device-to-device copy
   (GB/s, bytes read plus written), medians of CUDA-event timings: what the device can do here.
 - ``train``: real training steps of the paper model (2,449 human tracks) at 524,288 bp through the
-  trainer's own pieces (:class:`flashrna.train.CroppedModel` on the central 6,144 target bins,
-  :func:`flashrna.train.batch_loss`, gradient clipping, the trainer's AdamW) at each batch
-  size: examples/s, peak memory beside :func:`flashrna.model.training_memory_estimate`, and MFU
-  (3 x forward FLOPs per example over the median step, against the measured matrix-product
-  ceiling and against the datasheet's dense bf16 rate).
+  trainer's own pieces (:class:`flashrna.training.objective.CroppedModel` on the central 6,144
+  target bins, :func:`flashrna.training.objective.batch_loss`, gradient clipping, the trainer's
+  AdamW) at each batch size: examples/s, peak memory beside
+  :func:`flashrna.model.training_memory_estimate`, and MFU (3 x forward FLOPs per example over the
+  median step, against the measured matrix-product ceiling and against the datasheet's dense bf16
+  rate).
 - ``inference``: the paper model predicting one 524,288-bp window (with its reverse complement,
   as :func:`flashrna.model.predict` does) under bf16 autocast: seconds per window, peak memory.
 - ``longest``: inference at growing lengths (4,194,304 bp and up, doubling) until one fails,
@@ -162,7 +163,8 @@ def training(
 ) -> dict[str, Any]:
     """Training steps at each batch size of ``sizes['batches']`` (module docstring)."""
     from flashrna.model import autocast_dtype, enable_tf32, training_memory_estimate
-    from flashrna.train import CroppedModel, batch_loss, build_optimizer, load_config
+    from flashrna.training.config import load_config
+    from flashrna.training.objective import CroppedModel, batch_loss, build_optimizer
 
     enable_tf32()
     config = load_config()["train"]
