@@ -212,6 +212,7 @@ def convert_tfrecord(
         raise FlashRNAError(f"{targets_txt}: a subset table needs --statistics (num_targets)")
     species = species or infer_species(tfr)
     genome_name = Path(genome.path).name if genome is not None else ""
+    fields = _window_fields(windows)
     outputs = []  # (directory, selected tracks, source) of each shard still to write
     for directory, kept_assays, kept_identifiers in selections:
         selected = table.take(table.find(kept_assays, kept_identifiers))
@@ -232,7 +233,6 @@ def convert_tfrecord(
             "statistics": stats,
             "target_dtype": target_dtype,
         }
-        fields = _window_fields(windows)
         if not force and shard_is_current(
             directory, source, selected, species=species, genome=genome_name, **fields
         ):
