@@ -1032,6 +1032,54 @@ def _run_score_variants(args: argparse.Namespace) -> None:
     )
 
 
+def load_scorer(
+    models: Sequence[str | Path],
+    fasta: str | Path,
+    gtf: str | Path,
+    *,
+    head: str | None = None,
+    targets: str | Path | None = None,
+    identifiers: Sequence[str] | None = None,
+    assays: Sequence[str] | None = None,
+    in_order: bool = False,
+    length: int | None = None,
+    crop_bins: int | None = None,
+    allow_length: bool = False,
+    batch_size: int = 1,
+    stats: Sequence[str] = ("SED", "logSED"),
+    protocol: Protocol | str = "borzoi",
+    device: str | torch.device | None = "auto",
+    precision: str = "auto",
+) -> VariantScorer:
+    """The :class:`VariantScorer` of ``models`` (:func:`flashrna.zoo.load_track_model`) on
+    ``fasta`` and ``gtf``, at the models' own input length and crop unless given (see
+    :func:`score_variants` for the parameters). It scores the head's tracks of ``assays`` and
+    ``identifiers`` in table order (:func:`select_columns`), or with ``in_order`` exactly the
+    tracks ``identifiers`` in that order, each one output (:meth:`TrackModel.columns`)."""
+    model = load_track_model(
+        models,
+        head=head,
+        targets=targets,
+        identifiers=identifiers,
+        device=device,
+        precision=precision,
+    )
+    length, crop_bins = model.geometry(length, crop_bins, allow_length)
+    columns = model.columns(identifiers) if in_order else select_columns(model, assays, identifiers)
+    return VariantScorer(
+        model,
+        Genome(fasta),
+        Annotation.read_gtf(gtf),
+        columns=columns,
+        length=length,
+        crop_bins=crop_bins,
+        batch_size=batch_size,
+        stats=stats,
+        protocol=as_protocol(protocol),
+        device=device,
+    )
+
+
 def score_variants(
     models: Sequence[str | Path],
     fasta: str | Path,
@@ -1098,28 +1146,22 @@ def score_variants(
     """
     if (vcf is None) == (eqtls is None):
         raise FlashRNAError("give the variants as a VCF or as eQTL tables (one of the two)")
-    genome = Genome(fasta)
-    annotation = Annotation.read_gtf(gtf)
-    model = load_track_model(
+    scorer = load_scorer(
         models,
+        fasta,
+        gtf,
         head=head,
         targets=targets,
         identifiers=identifiers,
-        device=device,
-        precision=precision,
-    )
-    length, crop_bins = model.geometry(length, crop_bins, allow_length)
-    scorer = VariantScorer(
-        model,
-        genome,
-        annotation,
-        columns=select_columns(model, assays, identifiers),
+        assays=assays,
         length=length,
         crop_bins=crop_bins,
+        allow_length=allow_length,
         batch_size=batch_size,
         stats=stats,
-        protocol=as_protocol(protocol),
+        protocol=protocol,
         device=device,
+        precision=precision,
     )
     out = Path(out)
     if vcf is not None:
@@ -1137,7 +1179,9 @@ def score_variants(
         vcf=Path(vcf) if vcf is not None else None,
         progress=progress,
     )
-    summary.update(source, fasta=str(fasta), gtf=str(gtf), model=model.name, head=model.head)
+    summary.update(
+        source, fasta=str(fasta), gtf=str(gtf), model=scorer.model.name, head=scorer.model.head
+    )
     write_json(out / "summary.json", summary)
     log.info(
         "%d variants scored (%d with REF written in), %d skipped %s; %.2f variants/s; %s",

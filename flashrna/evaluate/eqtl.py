@@ -48,10 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flashrna.annotation import Annotation
-from flashrna.genome import Genome
 from flashrna.metrics import finite_or_none
-from flashrna.tracks import TrackTable
 from flashrna.utils import FlashRNAError, atomic_file, read_json, write_json
 from flashrna.variants import (
     PROTOCOLS,
@@ -59,16 +56,15 @@ from flashrna.variants import (
     Protocol,
     VariantScorer,
     add_scoring_arguments,
-    as_protocol,
     eqtl_variants,
+    load_scorer,
     parse_variant_id,
     protocol_from_args,
     read_eqtls,
     trim_version,
     wide_frame,
 )
-from flashrna.zoo import add_model_arguments, load_track_model, resolve_model
-from flashrna.zoo.interface import default_head
+from flashrna.zoo import add_model_arguments, load_track_table
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +239,9 @@ def eqtl_benchmark(
     if scores:
         identifiers, descriptions, tissues, source = scored_tracks(scores)
     else:
-        identifiers, descriptions, tissues, source = _head_tracks(models[0], head, targets)
+        table = load_track_table(models, head=head, targets=targets)
+        identifiers, descriptions = table.identifier, table.frame["description"].to_numpy()
+        tissues, source = table.gtex_tissue, table.source
     rows, tissue_descriptions, tissue_rule = gtex_tissue_tracks(
         fine_mapped["tissue"], identifiers, descriptions, tissues, tissue_map
     )
@@ -258,28 +256,25 @@ def eqtl_benchmark(
         pair_scores, variants = read_scores(scores, fine_mapped, needed)
         protocol_words = scores_protocol(scores)
     else:
-        model = load_track_model(
+        scorer = load_scorer(
             models,
+            fasta,
+            gtf,
             head=head,
             targets=targets,
             identifiers=needed,
+            in_order=True,
+            length=length,
+            crop_bins=crop_bins,
+            allow_length=allow_length,
+            batch_size=batch_size,
+            stats=["logSED"],
+            protocol=protocol,
             device=device,
             precision=precision,
         )
         # The summary records the length and crop used (the model's own unless given).
-        length, crop_bins = model.geometry(length, crop_bins, allow_length)
-        scorer = VariantScorer(
-            model,
-            Genome(fasta),
-            Annotation.read_gtf(gtf),
-            columns=model.columns(needed),
-            length=length,
-            crop_bins=crop_bins,
-            batch_size=batch_size,
-            stats=["logSED"],
-            protocol=as_protocol(protocol),
-            device=device,
-        )
+        length, crop_bins = scorer.length, scorer.crop_bins
         pair_scores, variants = score_eqtl_variants(scorer, fine_mapped, needed, progress)
         protocol_words = scorer.protocol.words()
     per_pair, per_tissue = tissue_spearman(
@@ -330,9 +325,9 @@ def eqtl_benchmark(
 
 
 def scored_tracks(scores: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """Identifiers, descriptions and GTEx tissues (None without that column) of the tracks of a
-    score-variants run, and where they come from: the ``tracks.tsv`` beside ``scores``, or a
-    ``sed.h5``'s targets."""
+    """Identifiers, descriptions and GTEx tissues (None without that column; see
+    :func:`gtex_tissue_tracks` for an empty one) of the tracks of a score-variants run, and where
+    they come from: the ``tracks.tsv`` beside ``scores``, or a ``sed.h5``'s targets."""
     scores = Path(scores)
     path = scores.parent / "tracks.tsv"
     if scores.suffix == ".h5" and not path.exists():
@@ -348,32 +343,9 @@ def scored_tracks(scores: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return (
         listed["identifier"].to_numpy(),
         listed["description"].to_numpy(),
-        _used_tissues(tissues),
+        tissues,
         str(path),
     )
-
-
-def _head_tracks(
-    model: str | Path, head: str | None, targets: str | Path | None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """:func:`scored_tracks` of the tracks of ``model``'s ``head`` (its table ``targets``,
-    default its own), without loading weights."""
-    if targets:
-        table = TrackTable.read(targets)
-    else:
-        source = resolve_model(model)
-        table = source.track_table(head or default_head(source))
-    return (
-        table.identifier,
-        table.frame["description"].to_numpy(),
-        _used_tissues(table.gtex_tissue),
-        table.source,
-    )
-
-
-def _used_tissues(tissues: np.ndarray | None) -> np.ndarray | None:
-    """A ``gtex_tissue`` column, or None when it is absent or empty (then the map is used)."""
-    return tissues if tissues is not None and (tissues != "").any() else None
 
 
 def gtex_tissue_tracks(
